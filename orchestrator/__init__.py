@@ -1,0 +1,1 @@
+"""The orchestrator: runs rounds and adds the silos' updates without seeing them."""

@@ -1,0 +1,44 @@
+"""Domain errors: what went wrong, in words that name the silo or round at fault."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SiloFailure:
+    """A silo that did not contribute: failures are data, recorded and logged."""
+
+    silo: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.silo}: {self.reason}"
+
+
+class FederationError(RuntimeError):
+    """Base class: the federation cannot go on."""
+
+
+class SchemaMismatch(FederationError):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("the silos' data do not fit the pipeline:\n  - " + "\n  - ".join(problems))
+
+
+class SetupFailed(FederationError):
+    def __init__(self, step: str, failures: list[SiloFailure]) -> None:
+        self.step = step
+        self.failures = failures
+        lines = "\n  - ".join(str(f) for f in failures)
+        super().__init__(f"{step} failed at {len(failures)} silo(s):\n  - {lines}")
+
+
+class RoundFailed(FederationError):
+    def __init__(self, round_: int, answered: int, min_silos: int, failures: list[SiloFailure]) -> None:
+        self.round = round_
+        self.failures = failures
+        lines = "\n  - ".join(str(f) for f in failures)
+        super().__init__(
+            f"round {round_}: only {answered} silo(s) answered, min_silos is {min_silos}:\n  - {lines}"
+        )

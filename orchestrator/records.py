@@ -1,0 +1,36 @@
+"""What the orchestrator reports to its driver: frozen records, one per step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.errors import SiloFailure
+from orchestrator.metrics import GlobalEval
+from silo.data import SiloDescription
+from silo.messages import SiloReady
+from silo.preprocess import AgreedSchema
+
+
+@dataclass(frozen=True)
+class SetupReport:
+    schema: AgreedSchema
+    descriptions: tuple[SiloDescription, ...]
+    ready: tuple[SiloReady, ...]
+    codec: dict[str, str]  # HE parameters, for tags
+    n_parameters: int
+    seconds: float
+    bytes_up: int
+    bytes_down: int
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    round: int
+    participants: tuple[str, ...]
+    failures: tuple[SiloFailure, ...]
+    late: tuple[str, ...]
+    seconds: float
+    bytes_up: int
+    bytes_down: int
+    train_loss: dict[str, float]
+    incoming: GlobalEval | None  # the model this round started from (after round - 1)

@@ -1,0 +1,77 @@
+"""Validated pipeline -> the frozen settings each component is constructed with."""
+
+from __future__ import annotations
+
+from orchestrator.actor import OrchestratorSettings
+from orchestrator.strategies import Strategy, make_strategy
+from pipelines.spec import LoadedPipeline
+from privacy.he import CKKSParams
+from silo.config import DataSpec, ModelSpec, SiloSpec
+from silo.data import canonical
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(values) if values is not None else None
+
+
+def data_spec(loaded: LoadedPipeline) -> DataSpec:
+    d = loaded.spec.data
+    return DataSpec(
+        target=d.target,
+        features=_tuple(d.features),
+        categorical=tuple(d.categorical),
+        missing=d.missing,
+        na_values=tuple(d.na_values),
+        columns=_tuple(d.columns),
+        positive=tuple(canonical(v) for v in d.positive) if d.positive is not None else None,
+        ignore=tuple(d.ignore),
+        validation_fraction=d.validation_fraction,
+        seed=d.seed,
+    )
+
+
+def ckks_params(loaded: LoadedPipeline) -> CKKSParams:
+    c = loaded.spec.privacy.ckks
+    return CKKSParams(c.poly_modulus_degree, tuple(c.coeff_mod_bit_sizes), c.scale_bits)
+
+
+def silo_specs(loaded: LoadedPipeline) -> list[SiloSpec]:
+    spec = loaded.spec
+    data = data_spec(loaded)
+    model = ModelSpec(kind=spec.model.kind, hidden=tuple(spec.model.hidden))
+    return [
+        SiloSpec(
+            name=s.name,
+            path=loaded.silo_path(s),
+            data=data,
+            model=model,
+            he=spec.privacy.he,
+            seed=spec.training.seed,
+        )
+        for s in spec.silos
+    ]
+
+
+def strategy(loaded: LoadedPipeline) -> Strategy:
+    t = loaded.spec.training
+    params: dict[str, object] = {
+        "local_epochs": t.local_epochs,
+        "batch_size": t.batch_size,
+        "lr": t.lr,
+        "optimizer": t.optimizer,
+        "momentum": t.momentum,
+        "seed": t.seed,
+    }
+    if t.strategy == "fedprox":
+        params["mu"] = t.mu
+    return make_strategy(t.strategy, **params)
+
+
+def orchestrator_settings(loaded: LoadedPipeline) -> OrchestratorSettings:
+    spec = loaded.spec
+    return OrchestratorSettings(
+        min_silos=spec.min_silos,
+        round_timeout_s=spec.round_timeout_s,
+        he=spec.privacy.he,
+        ckks=ckks_params(loaded),
+    )

@@ -1,0 +1,102 @@
+"""The ``fedsilo`` command.
+
+fedsilo run                                  # bundled example: 4 hospitals, local Ray, ./mlruns.db
+fedsilo run PIPELINE --summary-json out.json --rounds 5
+fedsilo run PIPELINE --address 127.0.0.1:6379
+fedsilo validate PIPELINE                    # schema and every silo's data, no training
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.errors import FederationError, SchemaMismatch
+from orchestrator.schema import agree
+from pipelines import build
+from pipelines.spec import LoadedPipeline, PipelineError, bundled_example, load_pipeline
+from silo.data import inspect_table
+
+EXIT_FEDERATION = 1
+EXIT_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedsilo", description="Cross-silo federated learning on Ray.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and actor logs")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a federation (default: the bundled heart-disease example)")
+    run.add_argument("pipeline", nargs="?", type=Path, help="pipeline TOML file")
+    run.add_argument("--summary-json", type=Path, help="write a machine-readable summary here")
+    run.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379)")
+    run.add_argument("--rounds", type=int, help="override the pipeline's number of rounds")
+
+    validate = commands.add_parser("validate", help="check a pipeline and every silo's data")
+    validate.add_argument("pipeline", type=Path)
+    return parser
+
+
+def validate(loaded: LoadedPipeline, console: Console) -> None:
+    """Every check that needs no training, run against the files on this machine."""
+    data = build.data_spec(loaded)
+    descriptions = [inspect_table(silo.name, loaded.silo_path(silo), data) for silo in loaded.spec.silos]
+    schema = agree(descriptions)
+    table = Table(title=f"{loaded.path.name}: pipeline {loaded.spec.name!r} is valid", title_justify="left")
+    for column in ("silo", "rows", "missing cells", "classes", "path"):
+        table.add_column(column)
+    for silo, d in zip(loaded.spec.silos, descriptions, strict=True):
+        table.add_row(d.name, str(d.rows), str(sum(d.missing.values())), ",".join(d.classes), silo.path)
+    console.print(table)
+    console.print(
+        f"{len(schema.features)} features ({len(schema.categorical)} categorical), "
+        f"{schema.n_inputs} model inputs, classes {list(schema.classes)}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    console = Console()
+    err_console = Console(stderr=True)
+    try:
+        if args.command == "validate":
+            validate(load_pipeline(args.pipeline), console)
+            return 0
+        from pipelines.runner import RunOptions, run_federation, write_summary
+
+        path = args.pipeline or bundled_example()
+        loaded = load_pipeline(path)
+        if args.rounds is not None and args.rounds < 1:
+            raise PipelineError(path, ["--rounds must be at least 1"])
+        options = RunOptions(address=args.address, rounds=args.rounds, log_to_driver=args.verbose)
+        summary = run_federation(loaded, options, console)
+        if args.summary_json:
+            write_summary(summary, args.summary_json)
+            console.print(f"summary written to {args.summary_json}")
+        return 0
+    except PipelineError as err:
+        err_console.print(f"[red]error:[/] {err}", highlight=False)
+        return EXIT_INPUT
+    except SchemaMismatch as err:
+        err_console.print(f"[red]error:[/] {err}", highlight=False)
+        return EXIT_INPUT
+    except FederationError as err:
+        err_console.print(f"[red]federation stopped:[/] {err}", highlight=False)
+        return EXIT_FEDERATION
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The run summary (``--summary-json``), the model card and the metrics plot."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator.metrics import GlobalEval
+from orchestrator.records import RoundRecord, SetupReport
+from pipelines.spec import LoadedPipeline
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    tracking_uri: str
+    experiment: str
+    rounds: int
+    silos: list[str]
+    he: str
+    model_parameters: int = 0
+    rounds_completed: int = 0
+    per_round: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)
+    registered_model: dict[str, Any] | None = None
+    setup_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    per_silo: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add_round(self, record: RoundRecord) -> None:
+        self.rounds_completed = record.round
+        self.per_round.append(
+            {
+                "round": record.round,
+                "participants": len(record.participants),
+                "seconds": record.seconds,
+                "bytes_up": record.bytes_up,
+                "bytes_down": record.bytes_down,
+                "global_val_accuracy": None,
+                "failures": [str(f) for f in record.failures],
+            }
+        )
+
+    def add_eval(self, result: GlobalEval) -> None:
+        for row in self.per_round:
+            if row["round"] == result.after_round:
+                row["global_val_accuracy"] = result.accuracy
+                row["global_val_loss"] = result.loss
+
+    def finish(self, result: GlobalEval) -> None:
+        accuracies = [s.accuracy for s in result.per_silo.values()]
+        self.final = {
+            "global_val_accuracy": result.accuracy,
+            "global_val_loss": result.loss,
+            "global_val_auc": result.auc,
+            "mean_of_silos_val_accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
+        }
+        for name, score in result.per_silo.items():
+            self.per_silo.setdefault(name, {}).update(
+                {"val_accuracy": score.accuracy, "val_loss": score.loss, "val_rows": score.examples}
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_card(loaded: LoadedPipeline, setup: SetupReport, summary: RunSummary) -> str:
+    spec = loaded.spec
+    he = setup.codec
+    he_line = (
+        "off (plaintext aggregation: the orchestrator saw every update)"
+        if he.get("scheme") == "off"
+        else "CKKS (TenSEAL): " + ", ".join(f"{k} = {v}" for k, v in he.items() if k != "scheme")
+    )
+    rows = "\n".join(
+        f"| {r.silo} | {r.train_rows} | {r.val_rows} | {r.dropped_rows} | {r.device} |" for r in setup.ready
+    )
+    final = summary.final
+    auc = final.get("global_val_auc")
+    return f"""# Model card: {spec.registered_model}
+
+Trained by fedsilo federation **{spec.name}** on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC
+(MLflow run `{summary.run_id}`), {summary.rounds_completed} rounds of {spec.training.strategy}.
+No row of data left any silo; the orchestrator added the silos' updates {"in the clear" if he.get("scheme") == "off" else "under homomorphic encryption"}.
+
+## Model
+- kind: {spec.model.kind}; {setup.n_parameters} parameters; inputs: {", ".join(setup.schema.features)}
+- target: `{spec.data.target}`; classes: {", ".join(setup.schema.classes)}
+- preprocessing (inside the model): federated means/standard deviations, one-hot of
+  {", ".join(setup.schema.categorical) or "no columns"}, missing values: {spec.data.missing}
+
+## Data (row counts only; the data stayed at each silo)
+| silo | train rows | validation rows | rows dropped | device |
+|---|---|---|---|---|
+{rows}
+
+## Privacy
+- homomorphic encryption: {he_line}
+- differential privacy: off (the released model is not protected against membership inference)
+- input example: synthetic (federated means and modes), not a real record
+
+## Quality (global model, validation rows of every silo)
+- accuracy {final.get("global_val_accuracy", float("nan")):.4f}, loss {final.get("global_val_loss", float("nan")):.4f}{f", ROC AUC {auc:.4f}" if auc is not None else ""}
+- mean of per-silo accuracies: {final.get("mean_of_silos_val_accuracy") or float("nan"):.4f}
+"""
+
+
+def metrics_figure(history: list[GlobalEval]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    rounds = [h.after_round for h in history]
+    left.plot(rounds, [h.accuracy for h in history], label="global", linewidth=2)
+    names = sorted({n for h in history for n in h.per_silo})
+    for name in names:
+        points = [(h.after_round, h.per_silo[name].accuracy) for h in history if name in h.per_silo]
+        left.plot([p[0] for p in points], [p[1] for p in points], label=name, alpha=0.6)
+    left.set(xlabel="round", ylabel="validation accuracy", title="Accuracy")
+    left.legend(fontsize=8)
+    right.plot(rounds, [h.loss for h in history], label="global", linewidth=2)
+    right.set(xlabel="round", ylabel="validation loss", title="Loss")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,248 @@
+"""The pipeline file: TOML, validated with pydantic, errors that name the field and line.
+
+fedsilo validate pipelines/examples/heart_disease/pipeline.toml
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Section):
+    kind: str = "logistic"  # logistic | mlp | "package.module:factory"
+    hidden: list[int] = Field(default_factory=lambda: [32], min_length=1)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value not in ("logistic", "mlp") and not re.match(r"^[\w.]+:\w+$", value):
+            raise ValueError("use 'logistic', 'mlp' or 'package.module:factory'")
+        return value
+
+    @field_validator("hidden")
+    @classmethod
+    def _hidden(cls, value: list[int]) -> list[int]:
+        if any(h < 1 for h in value):
+            raise ValueError("hidden layer widths must be positive")
+        return value
+
+
+class DataSection(_Section):
+    target: str
+    features: list[str] | None = None
+    categorical: list[str] = Field(default_factory=list)
+    missing: Literal["drop", "impute"] = "impute"
+    na_values: list[str] = Field(default_factory=lambda: ["?", "", "NA", "NaN", "nan"])
+    columns: list[str] | None = None
+    positive: list[str | int | float] | None = None
+    ignore: list[str] = Field(default_factory=list)
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSection:
+        if self.features is not None:
+            if self.target in self.features:
+                raise ValueError(f"target {self.target!r} is also listed in features")
+            unknown = [c for c in self.categorical if c not in self.features]
+            if unknown:
+                raise ValueError(f"categorical column(s) {unknown} are not in features")
+        if self.columns is not None and self.target not in self.columns:
+            raise ValueError(f"target {self.target!r} is not in columns")
+        return self
+
+
+class SiloSection(_Section):
+    name: str = Field(pattern=NAME)
+    path: str
+
+
+class TrainingSection(_Section):
+    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.05, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(0.0, ge=0, lt=1)
+    mu: float = Field(0.01, ge=0)  # FedProx proximal strength
+    seed: int = 0
+
+
+class CKKSSection(_Section):
+    poly_modulus_degree: Literal[4096, 8192, 16384, 32768] = 8192
+    coeff_mod_bit_sizes: list[int] = Field(default_factory=lambda: [60, 40, 60], min_length=3)
+    scale_bits: int = Field(40, ge=20, le=60)
+
+
+class PrivacySection(_Section):
+    he: Literal["ckks", "off"] = "ckks"
+    ckks: CKKSSection = Field(default_factory=CKKSSection)
+
+
+class TrackingSection(_Section):
+    mlflow_uri: str = "sqlite:///mlruns.db"
+    experiment: str | None = None  # default: the pipeline name
+    registered_model: str | None = None  # default: "<name>-model"
+    publisher: str | None = None  # the silo that decrypts and registers; default: the first
+
+
+class ResourcesSection(_Section):
+    # Fractions of a CPU so four silos and the orchestrator fit a 2-core laptop;
+    # raise them on real silo nodes.
+    cpus_per_silo: float = Field(0.25, gt=0)
+    gpus_per_silo: float = Field(0.0, ge=0)
+    orchestrator_cpus: float = Field(0.1, gt=0)
+
+
+class Pipeline(_Section):
+    name: str = Field(pattern=NAME)
+    rounds: int = Field(10, ge=1)
+    min_silos: int = Field(1, ge=1)
+    round_timeout_s: float = Field(120.0, gt=0)
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection
+    silos: list[SiloSection] = Field(min_length=1)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    privacy: PrivacySection = Field(default_factory=PrivacySection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
+    resources: ResourcesSection = Field(default_factory=ResourcesSection)
+
+    @model_validator(mode="after")
+    def _silos_agree(self) -> Pipeline:
+        names = [s.name for s in self.silos]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"silo name(s) {dupes} appear more than once in [[silos]]")
+        if self.min_silos > len(self.silos):
+            raise ValueError(f"min_silos = {self.min_silos} but only {len(self.silos)} silos are listed")
+        if self.tracking.publisher is not None and self.tracking.publisher not in names:
+            raise ValueError(f"tracking.publisher {self.tracking.publisher!r} is not a silo")
+        return self
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    @property
+    def registered_model(self) -> str:
+        return self.tracking.registered_model or f"{self.name}-model"
+
+    @property
+    def publisher(self) -> str:
+        return self.tracking.publisher or self.silos[0].name
+
+
+@dataclass(frozen=True)
+class LoadedPipeline:
+    spec: Pipeline
+    path: Path  # the file it came from: relative silo paths resolve against its folder
+    text: str
+
+    def silo_path(self, silo: SiloSection) -> str:
+        path = Path(silo.path).expanduser()
+        return str(path if path.is_absolute() else (self.path.parent / path).resolve())
+
+
+class PipelineError(ValueError):
+    """A pipeline file a user must fix; each problem says file, line and field."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{path}: invalid pipeline\n  " + "\n  ".join(problems))
+
+
+def _key_lines(text: str) -> dict[tuple[Any, ...], int]:
+    """Map dotted key paths (with [[array]] indices) to the line that sets them."""
+    lines: dict[tuple[Any, ...], int] = {}
+    table: tuple[Any, ...] = ()
+    counts: dict[tuple[Any, ...], int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if match := re.match(r"^\[\[\s*([^\]]+?)\s*\]\]$", line):
+            key = tuple(match.group(1).split("."))
+            counts[key] = counts.get(key, -1) + 1
+            table = (*key, counts[key])
+            lines.setdefault(table, number)
+        elif match := re.match(r"^\[\s*([^\]]+?)\s*\]$", line):
+            table = tuple(match.group(1).split("."))
+            lines.setdefault(table, number)
+        elif match := re.match(r"^([A-Za-z0-9_.\-\"']+)\s*=", line):
+            key = tuple(part.strip().strip("\"'") for part in match.group(1).split("."))
+            lines.setdefault((*table, *key), number)
+    return lines
+
+
+def _locate(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def parse_pipeline(text: str, path: Path) -> LoadedPipeline:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise PipelineError(path, [f"{path.name}: not valid TOML: {err}"]) from err
+    try:
+        spec = Pipeline.model_validate(raw)
+    except ValidationError as err:
+        lines = _key_lines(text)
+        problems = []
+        for e in err.errors():
+            loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            line = _locate(lines, loc)
+            where = f"{path.name}:{line}" if line else path.name
+            message = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                message = "unknown field (a typo?)"
+            elif e["type"] == "missing":
+                message = "required field is missing"
+            given = f" (got {e['input']!r})" if e["type"] not in ("missing", "model_type") else ""
+            problems.append(f"{where}: {field}: {message}{given if len(given) < 80 else ''}")
+        raise PipelineError(path, problems) from err
+    return LoadedPipeline(spec, path.resolve(), text)
+
+
+def load_pipeline(path: str | Path) -> LoadedPipeline:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise PipelineError(path, [f"cannot read the pipeline file: {err.strerror}"]) from err
+    return parse_pipeline(text, path)
+
+
+def bundled_example() -> Path:
+    """The four-hospital heart-disease pipeline shipped with fedsilo."""
+    return Path(__file__).resolve().parent / "examples" / "heart_disease" / "pipeline.toml"
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """Nested pipeline -> {"training.lr": "0.05", "silos.0.name": "cleveland", ...}."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}{i}."))
+        return out
+    return {prefix.rstrip("."): str(value)}

@@ -1,0 +1,142 @@
+"""MLflow conventions of DESIGN.md: one run per federation, metrics per round (step = round).
+
+The driver logs params, tags, per-round metrics and artifacts; the publishing silo
+logs the model itself into the same run.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from orchestrator.metrics import GlobalEval
+from orchestrator.records import RoundRecord, SetupReport
+from pipelines.spec import LoadedPipeline, flatten
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_tracking_uri(uri: str, cwd: Path | None = None) -> str:
+    """Make a relative ``sqlite:///file.db`` absolute, so silo processes write the same store."""
+    cwd = cwd or Path.cwd()
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((cwd / uri[len(prefix) :]).resolve())
+    if "://" not in uri:
+        return str((cwd / uri).resolve())
+    return uri
+
+
+def code_version() -> str:
+    try:
+        version = metadata.version("fedsilo")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        return f"{version}+g{sha}"
+    except (OSError, subprocess.SubprocessError):
+        return version
+
+
+def eval_metrics(result: GlobalEval) -> dict[str, float]:
+    metrics = {"global/val_loss": result.loss, "global/val_accuracy": result.accuracy}
+    if result.auc is not None:
+        metrics["global/val_auc"] = result.auc
+    if result.per_silo:
+        accuracies = [s.accuracy for s in result.per_silo.values()]
+        metrics["global/val_accuracy_mean_of_silos"] = sum(accuracies) / len(accuracies)
+    for name, score in result.per_silo.items():
+        metrics[f"silo/{name}/val_accuracy"] = score.accuracy
+        metrics[f"silo/{name}/val_loss"] = score.loss
+    return metrics
+
+
+def round_metrics(record: RoundRecord) -> dict[str, float]:
+    metrics = {
+        "round/seconds": record.seconds,
+        "round/bytes_up": float(record.bytes_up),
+        "round/bytes_down": float(record.bytes_down),
+        "round/participants": float(len(record.participants)),
+        "round/failures": float(len(record.failures)),
+    }
+    for name, loss in record.train_loss.items():
+        metrics[f"silo/{name}/train_loss"] = loss
+    return metrics
+
+
+class RunTracker:
+    """The federation's MLflow run, driven from the driver process."""
+
+    def __init__(self, tracking_uri: str, experiment: str, run_name: str) -> None:
+        import mlflow
+
+        self._mlflow = mlflow
+        self.tracking_uri = tracking_uri
+        mlflow.set_tracking_uri(tracking_uri)
+        self.experiment = experiment
+        mlflow.set_experiment(experiment)
+        self._run = mlflow.start_run(run_name=run_name)
+        self.run_id: str = self._run.info.run_id
+        self.events: list[dict[str, Any]] = []
+
+    def log_pipeline(self, loaded: LoadedPipeline) -> None:
+        spec = loaded.spec
+        self._mlflow.log_params(flatten(spec))
+        self._mlflow.log_text(loaded.text, "pipeline.toml")
+        self._mlflow.set_tags(
+            {
+                "fedsilo.silos": ",".join(s.name for s in spec.silos),
+                "fedsilo.strategy": spec.training.strategy,
+                "fedsilo.dp": "off",
+                "fedsilo.code_version": code_version(),
+                "fedsilo.he.scheme": spec.privacy.he,
+            }
+        )
+
+    def log_setup(self, report: SetupReport) -> None:
+        tags = {f"fedsilo.he.{key}": value for key, value in report.codec.items()}
+        tags["fedsilo.model_parameters"] = str(report.n_parameters)
+        tags["fedsilo.devices"] = ",".join(f"{r.silo}={r.device}" for r in report.ready)
+        self._mlflow.set_tags(tags)
+        metrics = {
+            "setup/seconds": report.seconds,
+            "setup/bytes_up": float(report.bytes_up),
+            "setup/bytes_down": float(report.bytes_down),
+        }
+        for ready in report.ready:
+            metrics[f"silo/{ready.silo}/train_rows"] = float(ready.train_rows)
+            metrics[f"silo/{ready.silo}/val_rows"] = float(ready.val_rows)
+        self._mlflow.log_metrics(metrics, step=0)
+
+    def log_round(self, record: RoundRecord) -> None:
+        self._mlflow.log_metrics(round_metrics(record), step=record.round)
+        for failure in record.failures:
+            self.events.append({"round": record.round, "silo": failure.silo, "event": failure.reason})
+
+    def log_eval(self, result: GlobalEval) -> None:
+        self._mlflow.log_metrics(eval_metrics(result), step=result.after_round)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        self._mlflow.log_figure(figure, name)
+
+    def log_text(self, text: str, name: str) -> None:
+        self._mlflow.log_text(text, name)
+
+    def log_dict(self, value: dict[str, Any] | list[Any], name: str) -> None:
+        self._mlflow.log_dict(value, name)  # type: ignore[arg-type]
+
+    def finish(self, ok: bool) -> None:
+        if self.events:
+            self._mlflow.log_dict({"events": self.events}, "events.json")
+        self._mlflow.end_run(status="FINISHED" if ok else "FAILED")

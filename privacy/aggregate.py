@@ -1,0 +1,69 @@
+"""Weighted aggregation, written once for every codec.
+
+The weighting invariant has one owner, this module: a silo sends
+``encode_weighted(codec, values, weight)`` = Enc(weight * values) with the weight in
+the clear, and the orchestrator's `WeightedSum` adds payloads as they arrive and
+returns Enc(sum(w_k x_k) / sum(w_k)). For CKKS every step runs on ciphertexts.
+
+    python -c "from privacy.codec import PlainCodec; from privacy.aggregate import *; \
+c = PlainCodec(); s = WeightedSum(c); s.add(encode_weighted(c, [1.0], 3)); \
+s.add(encode_weighted(c, [5.0], 1)); print(c.decode(s.mean()))"   # [2.]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from privacy.codec import Codec, Payload, check_payload
+
+
+@dataclass(frozen=True)
+class WeightedPayload:
+    payload: Payload  # Enc(weight * values)
+    weight: float  # public: the orchestrator needs it to normalise
+
+
+def encode_weighted(codec: Codec, values: Sequence[float] | np.ndarray, weight: float) -> WeightedPayload:
+    if weight <= 0:
+        raise ValueError(f"aggregation weight must be positive, got {weight}")
+    return WeightedPayload(codec.encode(np.asarray(values, dtype=np.float64) * weight), float(weight))
+
+
+class WeightedSum:
+    """Streaming sum: holds one running payload, never every silo's at once."""
+
+    def __init__(self, codec: Codec) -> None:
+        self._codec = codec
+        self._sum: Payload | None = None
+        self.weight = 0.0
+        self.count = 0
+
+    def add(self, item: WeightedPayload) -> None:
+        if self._sum is None:
+            check_payload(self._codec.name, item.payload)
+            self._sum = item.payload
+        else:
+            self._sum = self._codec.add(self._sum, item.payload)
+        self.weight += item.weight
+        self.count += 1
+
+    def total(self) -> Payload:
+        """Enc(sum_k w_k x_k)."""
+        if self._sum is None:
+            raise ValueError("nothing was added")
+        return self._sum
+
+    def mean(self) -> Payload:
+        """Enc(sum_k w_k x_k / sum_k w_k)."""
+        return self._codec.scale(self.total(), 1.0 / self.weight)
+
+
+def aggregate(codec: Codec, items: Sequence[WeightedPayload]) -> Payload:
+    """The weighted mean of ``items``; the same call for plaintext and ciphertexts."""
+    running = WeightedSum(codec)
+    for item in items:
+        running.add(item)
+    return running.mean()

@@ -1,0 +1,155 @@
+"""CKKS homomorphic encryption through TenSEAL, behind the `Codec` interface.
+
+Silos hold a secret context (`CKKSKeys.generate()`); the orchestrator gets
+`public_bytes()`, which carries the encryption parameters only: no secret key, no
+public key, no relinearization or Galois keys (sums and plain scaling need none of
+them, and Galois keys alone would make it about 20x larger).
+
+    python -c "from privacy.he import CKKSKeys; k = CKKSKeys.generate(); \
+print(len(k.public_bytes()), k.codec().describe())"
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tenseal as ts
+
+from privacy.codec import CodecError, Payload, check_payload
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CKKSParams:
+    # 8192 gives 4096 slots per ciphertext and room for a 160-bit modulus chain.
+    poly_modulus_degree: int = 8192
+    # [60, 40, 60]: one 40-bit level for the orchestrator's x(1/sum n) rescale, a
+    # 60-bit base prime so aggregated values up to ~2^19 decrypt exactly, and the
+    # 60-bit special prime for key switching.
+    coeff_mod_bit_sizes: tuple[int, ...] = (60, 40, 60)
+    # 2^40: about 1e-7 absolute precision on model weights.
+    scale_bits: int = 40
+
+    @property
+    def slots(self) -> int:
+        return self.poly_modulus_degree // 2
+
+
+class CKKSCodec:
+    """Encodes a vector as ceil(len / slots) CKKS ciphertexts."""
+
+    name = "ckks"
+
+    def __init__(self, context: ts.Context, params: CKKSParams) -> None:
+        self._context = context
+        self.params = params
+
+    @property
+    def can_decrypt(self) -> bool:
+        return bool(self._context.is_private())
+
+    def encode(self, values: Sequence[float] | np.ndarray) -> Payload:
+        array = np.asarray(values, dtype=np.float64).ravel()
+        if not np.all(np.isfinite(array)):
+            raise CodecError("refusing to encrypt NaN or infinite values")
+        slots = self.params.slots
+        chunks = tuple(
+            ts.ckks_vector(self._context, array[i : i + slots].tolist()).serialize()
+            for i in range(0, max(array.size, 1), slots)
+        )
+        return Payload(self.name, chunks, int(array.size))
+
+    def _load(self, payload: Payload) -> list[ts.CKKSVector]:
+        check_payload(self.name, payload)
+        try:
+            return [ts.ckks_vector_from(self._context, chunk) for chunk in payload.chunks]
+        except Exception as err:  # TenSEAL raises bare ValueError/RuntimeError
+            raise CodecError(f"unreadable CKKS ciphertext: {err}") from err
+
+    @staticmethod
+    def _dump(length: int, vectors: list[ts.CKKSVector]) -> Payload:
+        return Payload(CKKSCodec.name, tuple(v.serialize() for v in vectors), length)
+
+    def add(self, a: Payload, b: Payload) -> Payload:
+        check_payload(self.name, b, a.length)
+        return self._dump(a.length, [x + y for x, y in zip(self._load(a), self._load(b), strict=True)])
+
+    def scale(self, a: Payload, factor: float) -> Payload:
+        return self._dump(a.length, [x * factor for x in self._load(a)])
+
+    def decode(self, payload: Payload) -> np.ndarray:
+        if not self.can_decrypt:
+            raise CodecError("this CKKS context holds no secret key and cannot decrypt")
+        values = [np.asarray(v.decrypt(), dtype=np.float64) for v in self._load(payload)]
+        flat = np.concatenate(values) if values else np.zeros(0)
+        return flat[: payload.length]
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "scheme": "ckks",
+            "poly_modulus_degree": str(self.params.poly_modulus_degree),
+            "coeff_mod_bit_sizes": ",".join(map(str, self.params.coeff_mod_bit_sizes)),
+            "scale_bits": str(self.params.scale_bits),
+            "galois_keys": "none",
+        }
+
+
+class CKKSKeys:
+    """A secret CKKS context. Lives only inside silo processes; never pickled."""
+
+    def __init__(self, context: ts.Context, params: CKKSParams) -> None:
+        if not context.is_private():
+            raise CodecError("CKKSKeys needs a context with a secret key")
+        self._context = context
+        self.params = params
+
+    @classmethod
+    def generate(cls, params: CKKSParams | None = None) -> CKKSKeys:
+        params = params or CKKSParams()
+        context = ts.context(
+            ts.SCHEME_TYPE.CKKS,
+            poly_modulus_degree=params.poly_modulus_degree,
+            coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes),
+        )
+        context.global_scale = 2**params.scale_bits
+        return cls(context, params)
+
+    def secret_bytes(self) -> bytes:
+        """The whole secret context; only ever leaves a silo sealed to a peer."""
+        return bytes(
+            self._context.serialize(save_secret_key=True, save_galois_keys=False, save_relin_keys=False)
+        )
+
+    @classmethod
+    def from_secret_bytes(cls, data: bytes, params: CKKSParams) -> CKKSKeys:
+        return cls(ts.context_from(data), params)
+
+    def public_bytes(self) -> bytes:
+        """Parameters only: enough to add and scale ciphertexts, nothing to decrypt."""
+        return bytes(
+            self._context.serialize(
+                save_public_key=False,
+                save_secret_key=False,
+                save_galois_keys=False,
+                save_relin_keys=False,
+            )
+        )
+
+    def codec(self) -> CKKSCodec:
+        return CKKSCodec(self._context, self.params)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("CKKSKeys hold a secret key and must never be pickled")
+
+
+def public_codec(public_bytes: bytes, params: CKKSParams) -> CKKSCodec:
+    """The orchestrator's codec. Refuses a context that carries a secret key."""
+    context = ts.context_from(public_bytes)
+    if context.is_private():
+        raise CodecError("the orchestrator was handed a context with a secret key; refusing it")
+    context.global_scale = 2**params.scale_bits
+    return CKKSCodec(context, params)

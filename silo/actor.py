@@ -1,0 +1,232 @@
+"""The silo: one organization's Ray actor. Its rows and its secret key never leave it.
+
+A plain class; the runner makes it remote where its resources are known:
+
+    ray.remote(num_cpus=0.25, num_gpus=0, resources={"silo:cleveland": 1})(SiloWorker)
+        .options(name="silo:cleveland", namespace="heart-disease").remote(spec)
+
+Call order: describe -> (HE keys) -> stats_sums -> stats_squares -> finish_preprocessing
+-> fit per round -> evaluate / publish.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+
+import numpy as np
+import pandas as pd
+import torch
+
+from privacy.aggregate import WeightedPayload, encode_weighted
+from privacy.codec import Codec, Payload, PlainCodec
+from privacy.he import CKKSKeys, CKKSParams
+from privacy.sealing import SealingKey, seal
+from silo.config import SiloSpec
+from silo.data import (
+    DataError,
+    SiloDescription,
+    describe_frame,
+    labels,
+    prepare_frame,
+    read_table,
+    split_indices,
+)
+from silo.messages import (
+    Evaluation,
+    FitIns,
+    FitRes,
+    KeyBundle,
+    PublishedModel,
+    PublishRequest,
+    SiloReady,
+)
+from silo.models import build_model, count_parameters, get_flat, set_flat
+from silo.preprocess import (
+    AgreedSchema,
+    Preprocessor,
+    apply_missing_policy,
+    global_means,
+    local_squares,
+    local_sums,
+)
+from silo.train import evaluate, local_train
+
+logger = logging.getLogger(__name__)
+
+
+def _sealing_context(recipient: str) -> bytes:
+    return b"fedsilo/he-secret-context/" + recipient.encode()
+
+
+def _pick_device() -> torch.device:
+    try:
+        import ray
+
+        gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    except Exception:  # outside Ray (tests, validate): no assigned GPU
+        gpu_ids = []
+    if gpu_ids and torch.cuda.is_available():
+        return torch.device("cuda")  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU(s)
+    return torch.device("cpu")
+
+
+class SiloWorker:
+    def __init__(self, spec: SiloSpec, ckks: CKKSParams | None = None) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self._ckks = ckks or CKKSParams()
+        self._sealing = SealingKey.generate()
+        self._codec: Codec | None = PlainCodec() if spec.he == "off" else None
+        self._raw: pd.DataFrame | None = None
+        self._schema: AgreedSchema | None = None
+        self._train_frame: pd.DataFrame | None = None
+        self._val_frame: pd.DataFrame | None = None
+        self._dropped = 0
+        self._sums: np.ndarray | None = None
+        self._pre: Preprocessor | None = None
+        self.device = _pick_device()
+
+    # -- data ---------------------------------------------------------------
+
+    def describe(self) -> SiloDescription:
+        """Read and check the local file; problems come back as data, naming this silo."""
+        try:
+            frame = read_table(self.name, self.spec.path, self.spec.data)
+        except DataError as err:
+            return SiloDescription(self.name, 0, (), (), (), {}, (), {}, (str(err),))
+        description = describe_frame(self.name, frame, self.spec.data)
+        if description.ok:
+            self._raw = prepare_frame(self.name, frame, description, self.spec.data)
+        return description
+
+    # -- keys ---------------------------------------------------------------
+
+    def sealing_public_key(self) -> bytes:
+        return self._sealing.public_bytes()
+
+    def generate_he_keys(self, peers: dict[str, bytes]) -> KeyBundle:
+        """Make a fresh CKKS secret context; seal it to each peer; keep it here."""
+        keys = CKKSKeys.generate(self._ckks)
+        self._codec = keys.codec()
+        secret = keys.secret_bytes()
+        sealed = {
+            peer: seal(secret, public, _sealing_context(peer))
+            for peer, public in peers.items()
+            if peer != self.name
+        }
+        return KeyBundle(public_context=keys.public_bytes(), sealed=sealed)
+
+    def install_he_keys(self, sealed: bytes) -> None:
+        secret = self._sealing.open(sealed, _sealing_context(self.name))
+        self._codec = CKKSKeys.from_secret_bytes(secret, self._ckks).codec()
+
+    def _require_codec(self) -> Codec:
+        if self._codec is None:
+            raise RuntimeError(f"silo {self.name!r} has no HE keys yet")
+        return self._codec
+
+    # -- federated preprocessing ------------------------------------------------
+
+    def stats_sums(self, schema: AgreedSchema) -> WeightedPayload:
+        """Split train/validation, then Enc(pass-1 sums) over the training rows."""
+        if self._raw is None:
+            raise DataError(f"silo {self.name!r}: describe() has not loaded valid data")
+        spec = self.spec.data
+        frame = apply_missing_policy(self._raw, schema, spec.missing)
+        self._dropped = len(self._raw) - len(frame)
+        y = labels(spec, frame[spec.target]).to_numpy()
+        if len(frame) < 2 or len(set(y)) < 2:
+            raise DataError(
+                f"silo {self.name!r}: only {len(frame)} rows ({len(set(y))} class) left after "
+                f"[data] missing = {spec.missing!r} dropped {self._dropped}; use missing = 'impute'"
+            )
+        train, val = split_indices(y, spec.validation_fraction, spec.seed)
+        self._schema = schema
+        self._train_frame = frame.iloc[train].reset_index(drop=True)
+        self._val_frame = frame.iloc[val].reset_index(drop=True)
+        return encode_weighted(self._require_codec(), local_sums(self._train_frame, schema), 1.0)
+
+    def stats_squares(self, sums: Payload) -> WeightedPayload:
+        assert self._schema is not None and self._train_frame is not None
+        self._sums = self._require_codec().decode(sums)
+        means = global_means(self._schema, self._sums)
+        return encode_weighted(
+            self._require_codec(), local_squares(self._train_frame, self._schema, means), 1.0
+        )
+
+    def finish_preprocessing(self, squares: Payload) -> SiloReady:
+        assert self._schema is not None and self._sums is not None
+        assert self._train_frame is not None and self._val_frame is not None
+        spec = self.spec
+        self._pre = Preprocessor.from_sums(
+            self._schema,
+            spec.data.target,
+            spec.data.positive,
+            self._sums,
+            self._require_codec().decode(squares),
+        )
+        target = spec.data.target
+        self._x_train = self._pre.transform(self._train_frame)
+        self._y_train = self._pre.encode_target(self._train_frame[target])
+        self._x_val = self._pre.transform(self._val_frame)
+        self._y_val = self._pre.encode_target(self._val_frame[target])
+        self._model = build_model(spec.model, self._schema.n_inputs, self._schema.n_outputs, spec.seed)
+        self._model.to(self.device)
+        self._initial = get_flat(self._model)
+        return SiloReady(
+            self.name,
+            len(self._y_train),
+            len(self._y_val),
+            self._dropped,
+            self._schema.n_inputs,
+            count_parameters(self._model),
+            str(self.device),
+        )
+
+    # -- rounds ---------------------------------------------------------------
+
+    def _load_global(self, payload: Payload | None) -> None:
+        flat = self._initial if payload is None else self._require_codec().decode(payload)
+        set_flat(self._model, flat)
+
+    def _evaluate(self) -> Evaluation:
+        assert self._pre is not None
+        return evaluate(self._model, self._x_val, self._y_val, self._pre.binary, self.device, self.name)
+
+    def fit(self, ins: FitIns) -> FitRes:
+        """Score the incoming global model, train locally, return Enc(n_k * w_k)."""
+        assert self._pre is not None
+        start = time.perf_counter()
+        self._load_global(ins.global_payload)
+        evaluation = self._evaluate()
+        round_seed = zlib.crc32(f"{ins.config.seed}/{ins.round}/{self.name}".encode())
+        loss = local_train(
+            self._model, self._x_train, self._y_train, ins.config, self._pre.binary, self.device, round_seed
+        )
+        weights = get_flat(self._model)
+        if not np.all(np.isfinite(weights)):
+            return FitRes(
+                self.name,
+                ins.round,
+                None,
+                loss,
+                evaluation,
+                time.perf_counter() - start,
+                error="local update has NaN or infinite weights (learning rate too high?)",
+            )
+        update = encode_weighted(self._require_codec(), weights, float(len(self._y_train)))
+        return FitRes(self.name, ins.round, update, loss, evaluation, time.perf_counter() - start)
+
+    def evaluate(self, payload: Payload | None) -> Evaluation:
+        self._load_global(payload)
+        return self._evaluate()
+
+    def publish(self, payload: Payload, request: PublishRequest) -> PublishedModel:
+        """Decrypt the final global model here and register it in MLflow."""
+        from silo.publish import publish_model
+
+        assert self._pre is not None
+        self._load_global(payload)
+        return publish_model(self._model, self._pre, request)

@@ -1,0 +1,44 @@
+"""Validated settings a silo is constructed with (built from the pipeline file by `pipelines`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+MissingPolicy = Literal["drop", "impute"]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    target: str
+    # None: every column except the target and `ignore` (each silo must then agree).
+    features: tuple[str, ...] | None = None
+    # One-hot encoded with the union of the levels every silo reports.
+    categorical: tuple[str, ...] = ()
+    # "impute": numeric gaps take the federated mean, categorical the federated mode.
+    missing: MissingPolicy = "impute"
+    na_values: tuple[str, ...] = ("?", "", "NA", "NaN", "nan")
+    # Column names for files without a header row (the raw UCI files are such).
+    columns: tuple[str, ...] | None = None
+    # Target values that make the positive class; turns any target into a binary one.
+    positive: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] = ()
+    validation_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: str = "logistic"  # logistic | mlp | "package.module:factory"
+    hidden: tuple[int, ...] = (32,)  # mlp only
+
+
+@dataclass(frozen=True)
+class SiloSpec:
+    name: str
+    path: str  # absolute, or relative to the silo process's working directory
+    data: DataSpec
+    model: ModelSpec
+    he: str = "ckks"  # codec name: ckks | off
+    seed: int = 0
+    extra: dict[str, str] = field(default_factory=dict)

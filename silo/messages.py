@@ -1,0 +1,100 @@
+"""Frozen values exchanged between the orchestrator and silos (through Ray)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from privacy.aggregate import WeightedPayload
+from privacy.codec import Payload
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """What a silo does locally in one round; made by the orchestrator's strategy."""
+
+    local_epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str = "sgd"  # sgd | adam
+    momentum: float = 0.0
+    proximal_mu: float = 0.0  # FedProx: > 0 adds (mu/2)||w - w_global||^2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FitIns:
+    round: int
+    global_payload: Payload | None  # None in round 1: silos build the seeded initial model
+    config: FitConfig
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model scored on one silo's validation rows: sums, so they combine exactly."""
+
+    silo: str
+    examples: int
+    loss_sum: float
+    correct: int
+    # Binary targets: histograms of P(positive) for positive and negative rows, for a
+    # federated ROC AUC without sharing scores.
+    positive_hist: tuple[int, ...] | None = None
+    negative_hist: tuple[int, ...] | None = None
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.examples, 1)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.examples, 1)
+
+
+@dataclass(frozen=True)
+class FitRes:
+    silo: str
+    round: int
+    update: WeightedPayload | None  # Enc(n_k * w_k), weight n_k
+    train_loss: float = float("nan")
+    evaluation: Evaluation | None = None  # the incoming global model on local validation
+    seconds: float = 0.0
+    error: str | None = None
+
+    def has_error(self) -> bool:
+        return self.error is not None
+
+
+@dataclass(frozen=True)
+class KeyBundle:
+    """What the key-generating silo hands the orchestrator: nothing it can decrypt with."""
+
+    public_context: bytes
+    sealed: dict[str, bytes]  # peer silo -> secret context sealed to that silo's X25519 key
+
+
+@dataclass(frozen=True)
+class SiloReady:
+    silo: str
+    train_rows: int
+    val_rows: int
+    dropped_rows: int
+    n_inputs: int
+    n_parameters: int
+    device: str
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    tracking_uri: str
+    run_id: str
+    registered_model: str
+    alias: str = "challenger"
+    version_tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    name: str
+    version: str
+    alias: str
+    model_uri: str

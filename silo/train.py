@@ -1,0 +1,79 @@
+"""Local training and evaluation on one silo's rows (FedAvg; FedProx with mu > 0)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from silo.messages import Evaluation, FitConfig
+
+AUC_BINS = 100
+
+
+def _loss_fn(binary: bool) -> nn.Module:
+    return nn.BCEWithLogitsLoss(reduction="sum") if binary else nn.CrossEntropyLoss(reduction="sum")
+
+
+def _target(y: torch.Tensor, binary: bool) -> torch.Tensor:
+    return y.float().unsqueeze(1) if binary else y
+
+
+def local_train(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: FitConfig,
+    binary: bool,
+    device: torch.device,
+    round_seed: int,
+) -> float:
+    """Train in place for ``config.local_epochs``; return the mean training loss."""
+    model.train()
+    xs = torch.from_numpy(x).to(device)
+    ys = torch.from_numpy(y).to(device)
+    loss_fn = _loss_fn(binary)
+    params = list(model.parameters())
+    anchor = [p.detach().clone() for p in params] if config.proximal_mu > 0 else []
+    optimizer: torch.optim.Optimizer
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=config.lr)
+    else:
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    generator = torch.Generator().manual_seed(round_seed)
+    total, seen = 0.0, 0
+    for _ in range(config.local_epochs):
+        order = torch.randperm(len(xs), generator=generator).to(device)
+        for start in range(0, len(xs), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            optimizer.zero_grad()
+            loss_sum = loss_fn(model(xs[batch]), _target(ys[batch], binary))
+            loss = loss_sum / len(batch)
+            if anchor:
+                prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
+                loss = loss + 0.5 * config.proximal_mu * prox
+            loss.backward()
+            optimizer.step()
+            total += float(loss_sum.detach())
+            seen += len(batch)
+    return total / max(seen, 1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, binary: bool, device: torch.device, silo: str
+) -> Evaluation:
+    model.eval()
+    xs = torch.from_numpy(x).to(device)
+    ys = torch.from_numpy(y).to(device)
+    logits = model(xs)
+    loss = float(_loss_fn(binary)(logits, _target(ys, binary)))
+    if not binary:
+        correct = int((logits.argmax(dim=1) == ys).sum())
+        return Evaluation(silo, len(y), loss, correct)
+    prob = torch.sigmoid(logits[:, 0]).cpu().numpy()
+    correct = int(((prob >= 0.5).astype(np.int64) == y).sum())
+    bins = np.minimum((prob * AUC_BINS).astype(np.int64), AUC_BINS - 1)
+    pos = np.bincount(bins[y == 1], minlength=AUC_BINS)
+    neg = np.bincount(bins[y == 0], minlength=AUC_BINS)
+    return Evaluation(silo, len(y), loss, correct, tuple(int(v) for v in pos), tuple(int(v) for v in neg))
