@@ -166,6 +166,7 @@ class SiloWorker:
             spec.data.positive,
             self._sums,
             self._require_codec().decode(squares),
+            na_values=spec.data.na_values,
         )
         target = spec.data.target
         self._x_train = self._pre.transform(self._train_frame)

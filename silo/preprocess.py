@@ -82,6 +82,7 @@ class Preprocessor:
     """Raw feature columns -> model inputs, and class labels <-> indices."""
 
     target: str
+    inputs: tuple[str, ...]  # raw feature columns, in the files' order
     numeric: tuple[str, ...]
     means: tuple[float, ...]
     stds: tuple[float, ...]
@@ -90,6 +91,7 @@ class Preprocessor:
     modes: tuple[str, ...]  # imputed value per categorical column
     classes: tuple[str, ...]
     positive: tuple[str, ...] | None  # target values mapped to class "1"
+    na_values: tuple[str, ...] = ()  # strings that mean "missing" in raw input, as in training
 
     @classmethod
     def from_sums(
@@ -115,6 +117,7 @@ class Preprocessor:
             offset += len(levels)
         return cls(
             target=target,
+            inputs=schema.features,
             numeric=schema.numeric,
             means=tuple(float(m) for m in means),
             stds=tuple(float(s) for s in stds),
@@ -123,11 +126,8 @@ class Preprocessor:
             modes=tuple(modes),
             classes=schema.classes,
             positive=positive,
+            na_values=na_values,
         )
-
-    @property
-    def features(self) -> tuple[str, ...]:
-        return self.numeric + self.categorical
 
     @property
     def output_names(self) -> list[str]:
@@ -141,20 +141,29 @@ class Preprocessor:
         return len(self.classes) == 2
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        absent = [c for c in self.features if c not in frame.columns]
+        absent = [c for c in self.inputs if c not in frame.columns]
         if absent:
             raise DataError(f"input is missing column(s) {absent}")
         parts: list[np.ndarray] = []
         if self.numeric:
-            raw = frame[list(self.numeric)].apply(pd.to_numeric, errors="coerce")
-            values = raw.to_numpy(dtype=np.float64)
+            values = np.stack([self._numeric(frame[name]) for name in self.numeric], axis=1)
             means = np.asarray(self.means)
             values = np.where(np.isnan(values), means, values)
             parts.append((values - means) / np.asarray(self.stds))
         for name, levels, mode in zip(self.categorical, self.levels, self.modes, strict=True):
-            column = frame[name].map(lambda v, m=mode: m if _is_missing(v) else canonical(v))
+            column = frame[name].map(lambda v, m=mode: m if _is_missing(v, self.na_values) else canonical(v))
             parts.append(np.stack([(column == lv).to_numpy(np.float64) for lv in levels], axis=1))
         return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((len(frame), 0))
+
+    def _numeric(self, column: pd.Series) -> np.ndarray:
+        """Float values with NaN for missing; a value that is neither is an error."""
+        text = column.astype(str).str.strip()
+        missing = column.isna() | text.isin(self.na_values) | (text == "")
+        coerced = pd.to_numeric(column.where(~missing), errors="coerce")
+        bad = ~missing & coerced.isna()
+        if bad.any():
+            raise DataError(f"column {column.name!r} has non-numeric value {column[bad].iloc[0]!r}")
+        return coerced.to_numpy(dtype=np.float64)
 
     def encode_target(self, target: pd.Series) -> np.ndarray:
         canon = target.map(canonical)
@@ -174,7 +183,7 @@ class Preprocessor:
         row: dict[str, object] = {n: m for n, m in zip(self.numeric, self.means, strict=True)}
         for name, mode in zip(self.categorical, self.modes, strict=True):
             row[name] = _as_number(mode)
-        return pd.DataFrame([row], columns=list(self.features))
+        return pd.DataFrame([row], columns=list(self.inputs))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -184,15 +193,18 @@ class Preprocessor:
         raw = json.loads(text)
         raw["levels"] = tuple(tuple(lv) for lv in raw["levels"])
         raw["positive"] = tuple(raw["positive"]) if raw["positive"] is not None else None
+        raw["na_values"] = tuple(raw.get("na_values", ()))
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
-def _is_missing(value: object) -> bool:
+def _is_missing(value: object, na_values: tuple[str, ...]) -> bool:
     if value is None:
         return True
+    if isinstance(value, str):
+        return value.strip() in na_values or value.strip() == ""
     if isinstance(value, float):
         return math.isnan(value)
-    return bool(pd.isna(value)) if not isinstance(value, str) else value.strip() == ""
+    return bool(pd.isna(value))
 
 
 def _as_number(text: str) -> object:

@@ -33,13 +33,17 @@ def export_program(model: nn.Module, n_inputs: int, path: Path) -> None:
 
 def publish_model(model: nn.Module, pre: Preprocessor, request: PublishRequest) -> PublishedModel:
     import mlflow
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
     from mlflow.tracking import MlflowClient
+    from mlflow.types.schema import AnyType, ColSpec, Schema
 
     mlflow.set_tracking_uri(request.tracking_uri)
     example = pre.example_row()
     output = predict_frame(copy.deepcopy(model).cpu().eval(), pre, example)
-    signature = infer_signature(example, output)
+    # Any: raw columns arrive as int, float or str depending on the file; the
+    # preprocessor inside the model coerces them, MLflow's int->double check would refuse.
+    inputs = Schema([ColSpec(AnyType(), name) for name in pre.inputs])
+    signature = ModelSignature(inputs=inputs, outputs=infer_signature(example, output).outputs)
     requirements = [
         f"torch=={torch.__version__.split('+')[0]}",
         "pandas",
