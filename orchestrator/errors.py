@@ -25,6 +25,9 @@ class SchemaMismatch(FederationError):
         self.problems = problems
         super().__init__("the silos' data do not fit the pipeline:\n  - " + "\n  - ".join(problems))
 
+    def __reduce__(self) -> tuple[object, ...]:  # crosses Ray process boundaries intact
+        return (type(self), (self.problems,))
+
 
 class SetupFailed(FederationError):
     def __init__(self, step: str, failures: list[SiloFailure]) -> None:
@@ -33,12 +36,20 @@ class SetupFailed(FederationError):
         lines = "\n  - ".join(str(f) for f in failures)
         super().__init__(f"{step} failed at {len(failures)} silo(s):\n  - {lines}")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.step, self.failures))
+
 
 class RoundFailed(FederationError):
     def __init__(self, round_: int, answered: int, min_silos: int, failures: list[SiloFailure]) -> None:
         self.round = round_
+        self.answered = answered
+        self.min_silos = min_silos
         self.failures = failures
         lines = "\n  - ".join(str(f) for f in failures)
         super().__init__(
             f"round {round_}: only {answered} silo(s) answered, min_silos is {min_silos}:\n  - {lines}"
         )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.round, self.answered, self.min_silos, self.failures))

@@ -15,7 +15,8 @@ from silo.messages import FitConfig
 
 
 class Strategy(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def configure_fit(self, server_round: int) -> FitConfig: ...
 
@@ -67,4 +68,4 @@ def make_strategy(name: str, **params: object) -> Strategy:
     table: dict[str, type[FedAvg]] = {"fedavg": FedAvg, "fedprox": FedProx}
     if name not in table:
         raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(table)}")
-    return table[name](**params)  # type: ignore[arg-type]
+    return table[name](**params)  # type: ignore[arg-type]  # checked by the pipeline schema

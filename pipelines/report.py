@@ -78,11 +78,15 @@ def model_card(loaded: LoadedPipeline, setup: SetupReport, summary: RunSummary) 
     )
     final = summary.final
     auc = final.get("global_val_auc")
+    how = "in the clear" if he.get("scheme") == "off" else "under homomorphic encryption"
+    quality = f"accuracy {final.get('global_val_accuracy', float('nan')):.4f}"
+    quality += f", loss {final.get('global_val_loss', float('nan')):.4f}"
+    quality += f", ROC AUC {auc:.4f}" if auc is not None else ""
     return f"""# Model card: {spec.registered_model}
 
 Trained by fedsilo federation **{spec.name}** on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC
 (MLflow run `{summary.run_id}`), {summary.rounds_completed} rounds of {spec.training.strategy}.
-No row of data left any silo; the orchestrator added the silos' updates {"in the clear" if he.get("scheme") == "off" else "under homomorphic encryption"}.
+No row of data left any silo; the orchestrator added the silos' updates {how}.
 
 ## Model
 - kind: {spec.model.kind}; {setup.n_parameters} parameters; inputs: {", ".join(setup.schema.features)}
@@ -101,7 +105,7 @@ No row of data left any silo; the orchestrator added the silos' updates {"in the
 - input example: synthetic (federated means and modes), not a real record
 
 ## Quality (global model, validation rows of every silo)
-- accuracy {final.get("global_val_accuracy", float("nan")):.4f}, loss {final.get("global_val_loss", float("nan")):.4f}{f", ROC AUC {auc:.4f}" if auc is not None else ""}
+- {quality}
 - mean of per-silo accuracies: {final.get("mean_of_silos_val_accuracy") or float("nan"):.4f}
 """
 

@@ -53,6 +53,7 @@ def _start_ray(loaded: LoadedPipeline, options: RunOptions) -> bool:
         ray.init(address=options.address, namespace=namespace, log_to_driver=options.log_to_driver)
     else:
         ray.init(
+            address="local",  # always a fresh local instance, never someone else's cluster
             num_cpus=max(2, os.cpu_count() or 2),
             namespace=namespace,
             include_dashboard=False,

@@ -101,6 +101,7 @@ class Preprocessor:
         positive: tuple[str, ...] | None,
         sums: np.ndarray,
         squares: np.ndarray,
+        na_values: tuple[str, ...] = (),
     ) -> Preprocessor:
         k = len(schema.numeric)
         counts = np.rint(sums[:k])
@@ -191,10 +192,20 @@ class Preprocessor:
     @classmethod
     def from_json(cls, text: str) -> Preprocessor:
         raw = json.loads(text)
-        raw["levels"] = tuple(tuple(lv) for lv in raw["levels"])
-        raw["positive"] = tuple(raw["positive"]) if raw["positive"] is not None else None
-        raw["na_values"] = tuple(raw.get("na_values", ()))
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        positive = raw["positive"]
+        return cls(
+            target=raw["target"],
+            inputs=tuple(raw["inputs"]),
+            numeric=tuple(raw["numeric"]),
+            means=tuple(raw["means"]),
+            stds=tuple(raw["stds"]),
+            categorical=tuple(raw["categorical"]),
+            levels=tuple(tuple(lv) for lv in raw["levels"]),
+            modes=tuple(raw["modes"]),
+            classes=tuple(raw["classes"]),
+            positive=tuple(positive) if positive is not None else None,
+            na_values=tuple(raw.get("na_values", ())),
+        )
 
 
 def _is_missing(value: object, na_values: tuple[str, ...]) -> bool:

@@ -1,0 +1,77 @@
+"""Shared fixtures: a local Ray on 127.0.0.1, example pipelines with absolute paths, small tables."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.spec import bundled_example
+
+EXAMPLE_DIR = bundled_example().parent
+HEART_COLUMNS = [
+    "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
+    "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A fresh Ray namespace per test, so actor names never collide."""
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+def example_pipeline_text(**replacements: str) -> str:
+    """The bundled pipeline with absolute silo paths, and ``key = value`` lines replaced."""
+    text = bundled_example().read_text()
+    text = re.sub(r'path = "([^"]+)"', lambda m: f'path = "{EXAMPLE_DIR / m.group(1)}"', text)
+    for key, value in replacements.items():
+        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        assert count == 1, f"no single line for {key}"
+    return text
+
+
+@pytest.fixture
+def write_table(tmp_path: Path):
+    """Write a DataFrame as CSV (or Parquet) under tmp_path and return its path."""
+
+    def write(name: str, frame: pd.DataFrame, parquet: bool = False) -> Path:
+        path = tmp_path / (f"{name}.parquet" if parquet else f"{name}.csv")
+        if parquet:
+            frame.to_parquet(path)
+        else:
+            frame.to_csv(path, index=False)
+        return path
+
+    return write
+
+
+def synthetic_silo(rows: int, seed: int) -> pd.DataFrame:
+    """A small tabular silo: two numeric features, one categorical, a learnable binary target."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(50, 10, rows)
+    x2 = rng.normal(0, 1, rows)
+    color = rng.choice(["red", "green", "blue"], rows)
+    logit = 0.1 * (x1 - 50) + 1.5 * x2 + (color == "red") * 1.0
+    y = (logit + rng.normal(0, 0.5, rows) > 0).astype(int)
+    return pd.DataFrame({"x1": x1, "x2": x2, "color": color, "y": y})

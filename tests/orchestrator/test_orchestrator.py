@@ -1,0 +1,171 @@
+"""The orchestrator and silos as real Ray actors: keys, rounds, failures as data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from orchestrator.actor import Orchestrator, OrchestratorSettings
+from orchestrator.errors import RoundFailed, SchemaMismatch, SetupFailed
+from orchestrator.strategies import FedAvg, FedProx
+from silo.actor import SiloWorker
+from silo.config import DataSpec, ModelSpec, SiloSpec
+from tests.conftest import synthetic_silo
+
+DATA = DataSpec(target="y", categorical=("color",))
+
+
+def _start(
+    namespace: str, paths: dict[str, Path], he: str = "ckks", min_silos: int = 2, strategy: Any = None
+) -> tuple[dict[str, Any], Any]:
+    silo_cls = ray.remote(num_cpus=0.1)(SiloWorker)
+    silos = {
+        name: silo_cls.options(name=f"silo:{name}", namespace=namespace).remote(
+            SiloSpec(name=name, path=str(path), data=DATA, model=ModelSpec("logistic"), he=he)
+        )
+        for name, path in paths.items()
+    }
+    settings = OrchestratorSettings(min_silos=min_silos, round_timeout_s=60, he=he, setup_timeout_s=120)
+    orchestrator = (
+        ray.remote(num_cpus=0.1)(Orchestrator)
+        .options(name="orchestrator", namespace=namespace)
+        .remote(silos, strategy or FedAvg(lr=0.1), settings)
+    )
+    return silos, orchestrator
+
+
+def _cleanup(silos: dict[str, Any], orchestrator: Any) -> None:
+    for handle in [*silos.values(), orchestrator]:
+        ray.kill(handle)
+
+
+@pytest.fixture
+def three_silos(write_table) -> dict[str, Path]:
+    return {name: write_table(name, synthetic_silo(n, seed=i)) for i, (name, n) in
+            enumerate([("north", 80), ("south", 60), ("east", 40)])}  # fmt: skip
+
+
+def test_encrypted_rounds_with_a_public_only_orchestrator(ray_local, namespace, three_silos) -> None:
+    # Prepare
+    silos, orchestrator = _start(namespace, three_silos)
+    try:
+        # Execute
+        setup = ray.get(orchestrator.setup.remote())
+        records = [ray.get(orchestrator.run_round.remote(r)) for r in (1, 2, 3)]
+        final = ray.get(orchestrator.evaluate.remote())
+        # Assert: the orchestrator holds parameters only and cannot decrypt
+        import tenseal as ts
+
+        assert ray.get(orchestrator.can_decrypt.remote()) is False
+        public = ts.context_from(ray.get(orchestrator.public_context.remote()))
+        assert not public.is_private() and not public.has_galois_keys()
+        assert setup.codec["scheme"] == "ckks" and setup.n_parameters == (2 + 3) + 1
+        assert all(sorted(r.participants) == ["east", "north", "south"] for r in records)
+        assert records[0].bytes_down == 0 and records[1].bytes_down > 0
+        assert records[0].incoming is not None and records[0].incoming.after_round == 0
+        assert final.after_round == 3 and final.accuracy > 0.7
+        assert final.auc is not None and final.auc > 0.8
+    finally:
+        _cleanup(silos, orchestrator)
+
+
+def test_fedprox_runs_in_plaintext(ray_local, namespace, three_silos) -> None:
+    silos, orchestrator = _start(namespace, three_silos, he="off", strategy=FedProx(lr=0.1, mu=0.1))
+    try:
+        setup = ray.get(orchestrator.setup.remote())
+        record = ray.get(orchestrator.run_round.remote(1))
+        assert setup.codec == {"scheme": "off"}
+        assert len(record.participants) == 3 and record.failures == ()
+    finally:
+        _cleanup(silos, orchestrator)
+
+
+def test_bad_silo_data_stops_setup_naming_the_silo(ray_local, namespace, three_silos, write_table) -> None:
+    three_silos["west"] = write_table("west", synthetic_silo(30, seed=9).drop(columns=["x2"]))
+    silos, orchestrator = _start(namespace, three_silos)
+    try:
+        with pytest.raises(SchemaMismatch) as caught:
+            ray.get(orchestrator.setup.remote())
+        assert caught.value.problems == ["silo 'west': lacks column(s) ['x2'] that the other silos have"]
+    finally:
+        _cleanup(silos, orchestrator)
+
+
+def test_missing_file_stops_setup_naming_the_silo(ray_local, namespace, three_silos, tmp_path) -> None:
+    three_silos["ghost"] = tmp_path / "missing.csv"
+    silos, orchestrator = _start(namespace, three_silos)
+    try:
+        with pytest.raises(SchemaMismatch, match="silo 'ghost': data file .* does not exist on this node"):
+            ray.get(orchestrator.setup.remote())
+    finally:
+        _cleanup(silos, orchestrator)
+
+
+def test_a_killed_silo_is_left_out_and_the_round_goes_on(ray_local, namespace, three_silos) -> None:
+    silos, orchestrator = _start(namespace, three_silos, min_silos=2)
+    try:
+        ray.get(orchestrator.setup.remote())
+        ray.get(orchestrator.run_round.remote(1))
+        ray.kill(silos["east"])
+        record = ray.get(orchestrator.run_round.remote(2))
+        assert sorted(record.participants) == ["north", "south"]
+        (failure,) = record.failures
+        assert failure.silo == "east" and "unavailable" in failure.reason
+        ray.kill(silos["south"])
+        with pytest.raises(RoundFailed) as caught:
+            ray.get(orchestrator.run_round.remote(3))
+        assert "only 1 silo(s) answered, min_silos is 2" in str(caught.value)
+        assert {f.silo for f in caught.value.failures} == {"east", "south"}
+    finally:
+        _cleanup(silos, orchestrator)
+
+
+def test_setup_failed_is_a_clean_domain_error(ray_local, namespace, write_table) -> None:
+    # Prepare: silo "b" has a missing value in every row, and the pipeline drops such rows
+    holes = synthetic_silo(30, seed=2).assign(x2=float("nan"))
+    paths = {"a": write_table("a", synthetic_silo(30, seed=1)), "b": write_table("b", holes)}
+    data = DataSpec(target="y", categorical=("color",), missing="drop")
+    silo_cls = ray.remote(num_cpus=0.1)(SiloWorker)
+    silos = {
+        n: silo_cls.options(namespace=namespace).remote(SiloSpec(n, str(p), data, ModelSpec(), he="off"))
+        for n, p in paths.items()
+    }
+    settings = OrchestratorSettings(min_silos=1, round_timeout_s=60, he="off")
+    orchestrator = ray.remote(num_cpus=0.1)(Orchestrator).remote(silos, FedAvg(), settings)
+    try:
+        # Execute
+        with pytest.raises(SetupFailed) as caught:
+            ray.get(orchestrator.setup.remote())
+        # Assert: the domain error arrives whole, naming the step and the silo
+        assert caught.value.step == "feature statistics (pass 1)"
+        (failure,) = caught.value.failures
+        assert failure.silo == "b"
+        assert "only 0 rows" in failure.reason and "missing = 'drop' dropped 30" in failure.reason
+    finally:
+        _cleanup(silos, orchestrator)
+
+
+def test_silo_never_hands_out_its_secret(ray_local, namespace, three_silos) -> None:
+    """The key bundle a silo gives the orchestrator opens for no one but its peers."""
+    silos, orchestrator = _start(namespace, three_silos)
+    try:
+        from privacy.sealing import SealError, SealingKey
+        from silo.messages import KeyBundle
+
+        outsider = SealingKey.generate()
+        publics = {n: ray.get(h.sealing_public_key.remote()) for n, h in silos.items()}
+        bundle: KeyBundle = ray.get(silos["north"].generate_he_keys.remote(publics))
+        assert set(bundle.sealed) == {"south", "east"}
+        import tenseal as ts
+
+        assert not ts.context_from(bundle.public_context).is_private()
+        for sealed in bundle.sealed.values():
+            with pytest.raises(SealError):
+                outsider.open(sealed, b"fedsilo/he-secret-context/south")
+        with pytest.raises(SealError, match="does not open"):
+            ray.get(silos["south"].install_he_keys.remote(bundle.sealed["east"]))
+    finally:
+        _cleanup(silos, orchestrator)
