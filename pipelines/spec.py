@@ -211,7 +211,8 @@ def parse_pipeline(text: str, path: Path) -> LoadedPipeline:
                 message = "unknown field (a typo?)"
             elif e["type"] == "missing":
                 message = "required field is missing"
-            given = f" (got {e['input']!r})" if e["type"] not in ("missing", "model_type") else ""
+            quiet = ("missing", "model_type", "extra_forbidden")
+            given = f" (got {e['input']!r})" if e["type"] not in quiet else ""
             problems.append(f"{where}: {field}: {message}{given if len(given) < 80 else ''}")
         raise PipelineError(path, problems) from err
     return LoadedPipeline(spec, path.resolve(), text)

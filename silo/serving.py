@@ -29,7 +29,9 @@ class FedsiloModel(PythonModel):
         self.program = torch.export.load(context.artifacts["program"])
         self.module = self.program.module()
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return predict_frame(self.module, self.preprocessor, frame)
 

@@ -1,0 +1,200 @@
+"""The CLI end to end, as a new user runs it: real Ray, real TenSEAL, a real MLflow store.
+
+Two federations run once per module (the bundled example with CKKS, and the same
+pipeline in plaintext); the tests read what they left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import EXAMPLE_DIR, HEART_COLUMNS, example_pipeline_text
+
+pytestmark = pytest.mark.slow
+ROUNDS = 5
+MODEL = "heart-disease-classifier"
+
+
+def fedsilo(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "120"}
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@dataclass(frozen=True)
+class Runs:
+    folder: Path
+    he: dict
+    plain: dict
+    he_output: str
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    folder = tmp_path_factory.mktemp("cli")
+    he = fedsilo("run", "--rounds", str(ROUNDS), "--summary-json", "he.json", cwd=folder)
+    assert he.returncode == 0, he.stderr[-3000:]
+    plain_pipeline = folder / "plain.toml"
+    plain_pipeline.write_text(example_pipeline_text(he='"off"'))
+    plain = fedsilo("run", str(plain_pipeline), "--rounds", str(ROUNDS), "--summary-json", "plain.json",
+                    cwd=folder)  # fmt: skip
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    return Runs(
+        folder,
+        json.loads((folder / "he.json").read_text()),
+        json.loads((folder / "plain.json").read_text()),
+        he.stdout,
+    )
+
+
+def _mlflow(runs: Runs):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{runs.folder / 'mlruns.db'}")
+    return mlflow
+
+
+def test_summary_json_has_every_field(runs: Runs) -> None:
+    s = runs.he
+    assert s["run_id"] and s["tracking_uri"] == f"sqlite:///{runs.folder / 'mlruns.db'}"
+    assert s["experiment"] == "heart-disease" and s["he"] == "ckks"
+    assert s["rounds"] == ROUNDS and s["rounds_completed"] == ROUNDS
+    assert s["silos"] == ["cleveland", "hungary", "switzerland", "long-beach"]
+    assert set(s["final"]) >= {"global_val_accuracy", "global_val_loss"}
+    assert [r["round"] for r in s["per_round"]] == list(range(1, ROUNDS + 1))
+    for row in s["per_round"]:
+        assert row["participants"] == 4 and row["seconds"] > 0 and row["bytes_up"] > 0
+        assert 0 <= row["global_val_accuracy"] <= 1
+    assert s["per_round"][0]["bytes_down"] == 0 and s["per_round"][1]["bytes_down"] > 0
+    assert s["registered_model"]["name"] == MODEL and s["registered_model"]["alias"] == "challenger"
+    assert s["model_parameters"] == 23
+    assert runs.plain["he"] == "off"
+
+
+def test_progress_and_summary_table_are_printed(runs: Runs) -> None:
+    assert f"{ROUNDS}/{ROUNDS}" in runs.he_output
+    assert "global" in runs.he_output and "registered heart-disease-classifier version" in runs.he_output
+
+
+def test_encrypted_run_ends_with_the_plaintext_model(runs: Runs) -> None:
+    mlflow = _mlflow(runs)
+
+    def weights(version: str) -> np.ndarray:
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}").unwrap_python_model()
+        return np.concatenate([t.detach().numpy().ravel() for t in model.program.state_dict.values()])
+
+    he, plain = (
+        weights(runs.he["registered_model"]["version"]),
+        weights(runs.plain["registered_model"]["version"]),
+    )
+    assert np.abs(he - plain).max() < 1e-4
+    assert runs.he["final"]["global_val_accuracy"] == runs.plain["final"]["global_val_accuracy"]
+    he_up = np.mean([r["bytes_up"] for r in runs.he["per_round"]])
+    plain_up = np.mean([r["bytes_up"] for r in runs.plain["per_round"]])
+    assert plain_up == 4 * 23 * 8 and he_up > plain_up  # float64 plaintext vs ciphertexts
+
+
+def test_registered_model_predicts_from_raw_columns(runs: Runs) -> None:
+    mlflow = _mlflow(runs)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@challenger")
+    raw = pd.read_csv(EXAMPLE_DIR / "processed.va.data", header=None, names=HEART_COLUMNS, na_values=["?"])
+    features = raw.drop(columns=["num"])
+    predictions = model.predict(features)
+    assert list(predictions.columns) == ["prediction", "probability"]
+    assert len(predictions) == len(raw)
+    assert set(predictions["prediction"]) <= {0, 1}
+    assert predictions["probability"].between(0, 1).all()
+    assert ((predictions["probability"] >= 0.5).astype(int) == predictions["prediction"]).all()
+    accuracy = (predictions["prediction"] == (raw["num"] > 0).astype(int)).mean()
+    assert accuracy > 0.6
+    as_text = pd.read_csv(EXAMPLE_DIR / "processed.va.data", header=None, names=HEART_COLUMNS, dtype=str)
+    again = model.predict(as_text.drop(columns=["num"]))
+    np.testing.assert_allclose(again["probability"], predictions["probability"], rtol=1e-6)
+
+
+def test_registry_has_signature_example_alias_and_tags(runs: Runs) -> None:
+    mlflow = _mlflow(runs)
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias(MODEL, "challenger")
+    assert str(version.version) == runs.plain["registered_model"]["version"]  # the latest run is challenger
+    assert version.tags["fedsilo.he"] == "off" and version.tags["fedsilo.silos"].startswith("cleveland")
+    info = mlflow.models.get_model_info(f"models:/{MODEL}@challenger")
+    assert [c.name for c in info.signature.inputs.inputs] == HEART_COLUMNS[:-1]
+    assert [c.name for c in info.signature.outputs.inputs] == ["prediction", "probability"]
+    assert info.saved_input_example_info is not None
+
+
+def test_run_has_params_metrics_tags_and_artifacts(runs: Runs) -> None:
+    mlflow = _mlflow(runs)
+    client = mlflow.MlflowClient()
+    run = client.get_run(runs.he["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["training.lr"] == "0.05" and run.data.params["silos.0.name"] == "cleveland"
+    tags = run.data.tags
+    assert tags["fedsilo.he.scheme"] == "ckks" and tags["fedsilo.he.poly_modulus_degree"] == "8192"
+    assert tags["fedsilo.he.galois_keys"] == "none"
+    assert tags["fedsilo.silos"] == "cleveland,hungary,switzerland,long-beach"
+    accuracy = client.get_metric_history(run.info.run_id, "global/val_accuracy")
+    assert sorted(m.step for m in accuracy) == list(range(0, ROUNDS + 1))
+    participants = client.get_metric_history(run.info.run_id, "round/participants")
+    assert sorted(m.step for m in participants) == list(range(1, ROUNDS + 1))
+    assert {m.value for m in participants} == {4.0}
+    for name in ("global/val_auc", "round/bytes_up", "round/bytes_down", "round/seconds",
+                 "silo/hungary/val_accuracy", "silo/long-beach/train_loss"):  # fmt: skip
+        assert client.get_metric_history(run.info.run_id, name), name
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"pipeline.toml", "metrics.png", "model_card.md", "summary.json"} <= artifacts
+    card = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_card.md")
+    assert "CKKS" in card and "cleveland" in card
+
+
+def test_validate_the_bundled_example() -> None:
+    from pipelines.spec import bundled_example
+
+    result = fedsilo("validate", str(bundled_example()), cwd=Path.cwd())
+    assert result.returncode == 0, result.stderr
+    assert "is valid" in result.stdout and "long-beach" in result.stdout
+
+
+def test_validate_names_the_line_to_fix(tmp_path: Path) -> None:
+    pipeline = tmp_path / "pipeline.toml"
+    pipeline.write_text(example_pipeline_text(lr="-0.5"))
+    result = fedsilo("validate", str(pipeline), cwd=tmp_path)
+    assert result.returncode == 2
+    line = next(i for i, t in enumerate(pipeline.read_text().splitlines(), 1) if t.startswith("lr ="))
+    assert f"pipeline.toml:{line}: training.lr: Input should be greater than 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_names_the_silo_with_bad_data(tmp_path: Path) -> None:
+    bad = tmp_path / "va.csv"
+    bad.write_text((EXAMPLE_DIR / "processed.va.data").read_text().replace("63,1,4,140", "63,1,4,high", 1))
+    pipeline = tmp_path / "pipeline.toml"
+    pipeline.write_text(example_pipeline_text().replace(str(EXAMPLE_DIR / "processed.va.data"), str(bad)))
+    result = fedsilo("validate", str(pipeline), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "silo 'long-beach': column 'trestbps' has non-numeric value 'high' (line 1)" in result.stderr
+
+
+def test_run_with_a_missing_silo_file_fails_cleanly(tmp_path: Path) -> None:
+    pipeline = tmp_path / "pipeline.toml"
+    pipeline.write_text(example_pipeline_text().replace("processed.hungarian.data", "nowhere.data"))
+    result = fedsilo("run", str(pipeline), "--rounds", "1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "silo 'hungary': data file" in result.stderr and "does not exist on this node" in result.stderr
+    assert "Traceback" not in result.stderr and "RayTaskError" not in result.stderr
