@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -23,23 +22,14 @@ from orchestrator.errors import RoundFailed, SetupFailed, SiloFailure
 from orchestrator.metrics import GlobalEval, combine
 from orchestrator.records import RoundRecord, SetupReport
 from orchestrator.schema import agree
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import Strategy
 from privacy.aggregate import WeightedPayload, WeightedSum
 from privacy.codec import Codec, CodecError, Payload, PlainCodec, check_payload
-from privacy.he import CKKSParams, public_codec
+from privacy.he import public_codec
 from silo.messages import Evaluation, FitIns, FitRes, KeyBundle, PublishedModel, PublishRequest, SiloReady
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class OrchestratorSettings:
-    min_silos: int
-    round_timeout_s: float
-    he: str = "ckks"  # ckks | off
-    ckks: CKKSParams = CKKSParams()
-    # Set-up waits for every silo (actor start, data load, keys): generous, but bounded.
-    setup_timeout_s: float = 300.0
 
 
 def failure_reason(err: BaseException) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.actor import OrchestratorSettings
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import Strategy, make_strategy
 from pipelines.spec import LoadedPipeline
 from privacy.he import CKKSParams

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -60,6 +61,17 @@ def validate(loaded: LoadedPipeline, console: Console) -> None:
     )
 
 
+def prepare_ray_auth(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Before Ray is imported: heads started by Ray >= 2.59 require a token that a client sends
+    only with RAY_AUTH_MODE=token, read once when Ray loads. A token-mode client also joins a
+    head without authentication, so choose token mode whenever a token is at hand."""
+    if "RAY_AUTH_MODE" in environ:
+        return
+    token_file = Path(environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        environ["RAY_AUTH_MODE"] = "token"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -72,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             validate(load_pipeline(args.pipeline), console)
             return 0
+        if args.address:
+            prepare_ray_auth()
         from pipelines.runner import RunOptions, run_federation, write_summary
 
         path = args.pipeline or bundled_example()

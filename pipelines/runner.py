@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,12 +46,38 @@ def unwrap(err: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else err
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a host:port address."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and other forms: leave them to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise FederationError(
+            f"cannot join the Ray cluster at {address}: nothing answers there ({err.strerror or err}). "
+            "Start one with infra/ray-head.sh, or leave out --address to run on a local Ray."
+        ) from None
+
+
+def _join_cluster(address: str, namespace: str, log_to_driver: bool) -> None:
+    """Join an existing cluster (the CLI has already chosen the auth mode: `prepare_ray_auth`)."""
+    _check_reachable(address)
+    try:
+        ray.init(address=address, namespace=namespace, log_to_driver=log_to_driver)
+    except ConnectionError as err:
+        raise FederationError(
+            f"cannot join the Ray cluster at {address}: {err}. Is it running (`ray status --address "
+            f"{address}`)? If it uses token authentication, set RAY_AUTH_TOKEN or ~/.ray/auth_token."
+        ) from None
+
+
 def _start_ray(loaded: LoadedPipeline, options: RunOptions) -> bool:
     if ray.is_initialized():
         return False
     namespace = loaded.spec.name
     if options.address:
-        ray.init(address=options.address, namespace=namespace, log_to_driver=options.log_to_driver)
+        _join_cluster(options.address, namespace, options.log_to_driver)
     else:
         ray.init(
             address="local",  # always a fresh local instance, never someone else's cluster

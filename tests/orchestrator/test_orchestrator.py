@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import ray
 
-from orchestrator.actor import Orchestrator, OrchestratorSettings
+from orchestrator.actor import Orchestrator
 from orchestrator.errors import RoundFailed, SchemaMismatch, SetupFailed
+from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import FedAvg, FedProx
 from silo.actor import SiloWorker
 from silo.config import DataSpec, ModelSpec, SiloSpec
