@@ -24,7 +24,8 @@ class RunSummary:
     per_round: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)
     registered_model: dict[str, Any] | None = None
-    setup_seconds: float = 0.0
+    setup_seconds: float = 0.0  # actor start-up, data checks, keys, federated statistics
+    publish_seconds: float = 0.0  # decrypt, export, log and register the model
     wall_seconds: float = 0.0
     per_silo: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -152,12 +152,13 @@ def run_federation(
             f"[bold]fedsilo[/] federation [cyan]{spec.name}[/]: {len(spec.silos)} silos, {rounds} rounds, "
             f"HE {spec.privacy.he}, MLflow run {tracker.run_id} at {tracking_uri}"
         )
+        setup_start = time.perf_counter()
         silos, orchestrator = _start_actors(loaded)
         with console.status("setting up: reading silo data, exchanging keys, federated statistics"):
             setup: SetupReport = _get(orchestrator.setup.remote())
-        tracker.log_setup(setup)
+        summary.setup_seconds = time.perf_counter() - setup_start  # actor start-up included
+        tracker.log_setup(setup, summary.setup_seconds)
         summary.model_parameters = setup.n_parameters
-        summary.setup_seconds = setup.seconds
         console.print(setup_table(setup))
         history: list[GlobalEval] = []
 
@@ -182,6 +183,8 @@ def run_federation(
         record_eval(final)
         summary.finish(final)
         tracker.log_figure(metrics_figure(history), "metrics.png")
+        tracker.flush()  # the publishing silo writes to the same run next
+        publish_start = time.perf_counter()
         with console.status(f"silo {spec.publisher} is publishing the model to the registry"):
             request = PublishRequest(
                 tracking_uri=tracking_uri,
@@ -195,6 +198,7 @@ def run_federation(
                 },
             )
             published = _get(orchestrator.publish.remote(spec.publisher, request))
+        summary.publish_seconds = time.perf_counter() - publish_start
         summary.registered_model = {
             "name": published.name,
             "version": published.version,

@@ -104,13 +104,14 @@ class RunTracker:
             }
         )
 
-    def log_setup(self, report: SetupReport) -> None:
+    def log_setup(self, report: SetupReport, seconds: float) -> None:
+        """``seconds``: what the driver waited, actor start-up included."""
         tags = {f"fedsilo.he.{key}": value for key, value in report.codec.items()}
         tags["fedsilo.model_parameters"] = str(report.n_parameters)
         tags["fedsilo.devices"] = ",".join(f"{r.silo}={r.device}" for r in report.ready)
         self._mlflow.set_tags(tags)
         metrics = {
-            "setup/seconds": report.seconds,
+            "setup/seconds": seconds,
             "setup/bytes_up": float(report.bytes_up),
             "setup/bytes_down": float(report.bytes_down),
         }
@@ -120,12 +121,13 @@ class RunTracker:
         self._mlflow.log_metrics(metrics, step=0)
 
     def log_round(self, record: RoundRecord) -> None:
-        self._mlflow.log_metrics(round_metrics(record), step=record.round)
+        # Asynchronous: rounds never wait for the tracking store; finish() flushes.
+        self._mlflow.log_metrics(round_metrics(record), step=record.round, synchronous=False)
         for failure in record.failures:
             self.events.append({"round": record.round, "silo": failure.silo, "event": failure.reason})
 
     def log_eval(self, result: GlobalEval) -> None:
-        self._mlflow.log_metrics(eval_metrics(result), step=result.after_round)
+        self._mlflow.log_metrics(eval_metrics(result), step=result.after_round, synchronous=False)
 
     def log_figure(self, figure: Any, name: str) -> None:
         self._mlflow.log_figure(figure, name)
@@ -136,7 +138,11 @@ class RunTracker:
     def log_dict(self, value: dict[str, Any] | list[Any], name: str) -> None:
         self._mlflow.log_dict(value, name)  # type: ignore[arg-type]
 
+    def flush(self) -> None:
+        self._mlflow.flush_async_logging()
+
     def finish(self, ok: bool) -> None:
+        self.flush()
         if self.events:
             self._mlflow.log_dict({"events": self.events}, "events.json")
         self._mlflow.end_run(status="FINISHED" if ok else "FAILED")

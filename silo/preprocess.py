@@ -172,7 +172,7 @@ class Preprocessor:
             positive = {canonical(v) for v in self.positive}
             canon = canon.isin(positive).astype(int).astype(str)
         index = {c: i for i, c in enumerate(self.classes)}
-        return canon.map(index).to_numpy(dtype=np.int64)
+        return np.array(canon.map(index).to_numpy(dtype=np.int64), copy=True)  # writable, for torch
 
     def labels(self, indices: np.ndarray) -> list[object]:
         """Class labels for predicted indices: ints where every class is an integer."""
