@@ -80,10 +80,29 @@ class TrainingSection(_Section):
     seed: int = 0
 
 
+# SEAL's 128-bit-security bound on the total coefficient modulus, per ring degree.
+MAX_MODULUS_BITS = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
+
+
 class CKKSSection(_Section):
     poly_modulus_degree: Literal[4096, 8192, 16384, 32768] = 8192
+    # [base, one rescale level for the orchestrator's x 1/sum(n), special prime]
     coeff_mod_bit_sizes: list[int] = Field(default_factory=lambda: [60, 40, 60], min_length=3)
     scale_bits: int = Field(40, ge=20, le=60)
+
+    @model_validator(mode="after")
+    def _secure_and_usable(self) -> CKKSSection:
+        total, limit = sum(self.coeff_mod_bit_sizes), MAX_MODULUS_BITS[self.poly_modulus_degree]
+        if total > limit:
+            raise ValueError(
+                f"coeff_mod_bit_sizes add up to {total} bits; poly_modulus_degree = "
+                f"{self.poly_modulus_degree} allows at most {limit} for 128-bit security"
+            )
+        if any(not 20 <= b <= 60 for b in self.coeff_mod_bit_sizes):
+            raise ValueError("every coefficient modulus must have 20 to 60 bits")
+        if self.coeff_mod_bit_sizes[0] <= self.scale_bits:
+            raise ValueError("the first coefficient modulus must have more bits than scale_bits")
+        return self
 
 
 class PrivacySection(_Section):
@@ -212,7 +231,8 @@ def parse_pipeline(text: str, path: Path) -> LoadedPipeline:
             elif e["type"] == "missing":
                 message = "required field is missing"
             quiet = ("missing", "model_type", "extra_forbidden")
-            given = f" (got {e['input']!r})" if e["type"] not in quiet else ""
+            scalar = isinstance(e["input"], str | int | float | bool)
+            given = f" (got {e['input']!r})" if scalar and e["type"] not in quiet else ""
             problems.append(f"{where}: {field}: {message}{given if len(given) < 80 else ''}")
         raise PipelineError(path, problems) from err
     return LoadedPipeline(spec, path.resolve(), text)

@@ -91,6 +91,14 @@ def read_table(silo: str, path: str | Path, spec: DataSpec) -> pd.DataFrame:
     return frame
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def resolve_features(spec: DataSpec, columns: list[str]) -> tuple[str, ...]:
     if spec.features is not None:
         return spec.features
@@ -134,7 +142,17 @@ def describe_frame(silo: str, frame: pd.DataFrame, spec: DataSpec) -> SiloDescri
         errors.append(f"silo {silo!r}: duplicate columns {dupes}")
     missing_cols = [c for c in [spec.target, *features] if c not in columns]
     if missing_cols:
-        errors.append(f"silo {silo!r}: missing column(s) {missing_cols}")
+        hint = ""
+        looks_like_data = [_is_number(c) or c.split(".")[0] in spec.na_values for c in columns]
+        if not spec.columns and sum(looks_like_data) * 2 > len(columns):
+            hint = " (the file seems to have no header row: name its columns with [data] columns)"
+        errors.append(f"silo {silo!r}: missing column(s) {missing_cols}{hint}")
+    if spec.columns and len(frame) and [str(v).strip() for v in frame.iloc[0]] == list(spec.columns):
+        errors.append(
+            f"silo {silo!r}: the file's first line repeats the column names; it has a header row, "
+            "so leave out [data] columns"
+        )
+        return SiloDescription(silo, len(frame), tuple(columns), features, (), {}, (), {}, tuple(errors))
     if spec.features is not None:
         extra = [c for c in columns if c not in expected and c not in spec.ignore]
         if extra:

@@ -114,3 +114,10 @@ def test_flatten_for_mlflow_params() -> None:
     assert flat["training.lr"] == "0.1"
     assert flat["silos.1.path"] == "/data/b.parquet"
     assert flat["privacy.ckks.coeff_mod_bit_sizes"] == "[60, 40, 60]"
+
+
+def test_ckks_parameters_beyond_128_bit_security_are_refused() -> None:
+    text = GOOD + "\n[privacy.ckks]\npoly_modulus_degree = 4096\ncoeff_mod_bit_sizes = [60, 40, 60]\n"
+    (problem,) = _problems(text)
+    assert "add up to 160 bits; poly_modulus_degree = 4096 allows at most 109" in problem
+    assert problem.startswith("pipeline.toml:19: privacy.ckks:") and "(got" not in problem

@@ -135,3 +135,21 @@ def test_frames_with_strings_in_categorical_are_fine(write_table) -> None:
     spec = DataSpec(target="y", categorical=("kind",))
     d = inspect_table("h", write_table("h", frame), spec)
     assert d.errors == () and d.levels == {"kind": ("x", "y")} and d.missing == {"kind": 1}
+
+
+def test_a_headerless_file_without_columns_gets_a_hint() -> None:
+    spec = DataSpec(target="num")
+    (error,) = inspect_table("va", EXAMPLE_DIR / "processed.va.data", spec).errors
+    assert "missing column(s) ['num']" in error
+    assert "no header row: name its columns with [data] columns" in error
+
+
+def test_a_header_row_with_columns_set_is_named(write_table) -> None:
+    frame = synthetic_silo(10, seed=1)
+    path = write_table("with-header", frame)
+    spec = DataSpec(target="y", columns=("x1", "x2", "color", "y"), categorical=("color",))
+    (error,) = inspect_table("a", path, spec).errors
+    assert error == (
+        "silo 'a': the file's first line repeats the column names; it has a header row, "
+        "so leave out [data] columns"
+    )

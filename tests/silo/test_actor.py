@@ -1,0 +1,112 @@
+"""The silo's protocol, driven in-process (the same class Ray runs as an actor)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestrator.schema import agree
+from privacy.aggregate import WeightedSum
+from privacy.codec import Codec, PlainCodec
+from privacy.sealing import SealError
+from silo.actor import SiloWorker
+from silo.config import DataSpec, ModelSpec, SiloSpec
+from silo.messages import FitConfig, FitIns
+from tests.conftest import synthetic_silo
+
+BINARY = DataSpec(target="y", categorical=("color",))
+CONFIG = FitConfig(local_epochs=2, batch_size=16, lr=0.1)
+
+
+def _three_classes(rows: int, seed: int) -> pd.DataFrame:
+    frame = synthetic_silo(rows, seed)
+    frame["y"] = np.select([frame["x2"] < -0.4, frame["x2"] > 0.4], ["low", "high"], "mid")
+    return frame
+
+
+def _ready(paths: list[Path], data: DataSpec, he: str = "off", model: str = "logistic") -> list[SiloWorker]:
+    """describe -> keys -> two statistics passes -> finish, with the orchestrator's sums done here."""
+    silos = [
+        SiloWorker(SiloSpec(f"s{i}", str(p), data, ModelSpec(model), he=he)) for i, p in enumerate(paths)
+    ]
+    schema = agree([s.describe() for s in silos])
+    codec: Codec = PlainCodec()
+    if he == "ckks":
+        bundle = silos[0].generate_he_keys({s.name: s.sealing_public_key() for s in silos})
+        for s in silos[1:]:
+            s.install_he_keys(bundle.sealed[s.name])
+        codec = silos[0]._require_codec()
+    sums, squares = WeightedSum(codec), WeightedSum(codec)
+    for s in silos:
+        sums.add(s.stats_sums(schema))
+    for s in silos:
+        squares.add(s.stats_squares(sums.total()))
+    for s in silos:
+        s.finish_preprocessing(squares.total())
+    return silos
+
+
+def _round(silos: list[SiloWorker], r: int, payload=None, codec: Codec | None = None):
+    codec = codec or PlainCodec()
+    running = WeightedSum(codec)
+    results = [s.fit(FitIns(r, payload, CONFIG)) for s in silos]
+    for res in results:
+        assert not res.has_error(), res.error
+        assert res.update is not None
+        running.add(res.update)
+    return results, running.mean()
+
+
+def test_binary_silos_learn_together(write_table) -> None:
+    paths = [write_table(f"b{i}", synthetic_silo(n, seed=i)) for i, n in enumerate([120, 80])]
+    silos = _ready(paths, BINARY)
+    payload = None
+    for r in range(1, 6):
+        results, payload = _round(silos, r, payload)
+    final = [s.evaluate(payload) for s in silos]
+    assert sum(e.correct for e in final) / sum(e.examples for e in final) > 0.8
+    assert all(e.positive_hist is not None for e in final)
+    assert results[0].update is not None and results[0].update.weight == len(silos[0]._y_train)
+
+
+def test_three_classes(write_table) -> None:
+    paths = [write_table(f"m{i}", _three_classes(n, seed=i)) for i, n in enumerate([150, 100])]
+    silos = _ready(paths, DataSpec(target="y", categorical=("color",)), model="mlp")
+    assert silos[0]._pre is not None and silos[0]._pre.classes == ("high", "low", "mid")
+    payload = None
+    for r in range(1, 8):
+        _, payload = _round(silos, r, payload)
+    evaluations = [s.evaluate(payload) for s in silos]
+    assert evaluations[0].positive_hist is None
+    assert sum(e.correct for e in evaluations) / sum(e.examples for e in evaluations) > 0.6
+
+
+def test_every_silo_builds_the_same_preprocessing_under_ckks(write_table) -> None:
+    paths = [write_table(f"c{i}", synthetic_silo(n, seed=i)) for i, n in enumerate([60, 40, 30])]
+    silos = _ready(paths, BINARY, he="ckks")
+    first = silos[0]._pre
+    assert all(s._pre == first for s in silos[1:])
+    pooled = pd.concat([s._train_frame for s in silos])  # test-only: what pooling would give
+    np.testing.assert_allclose(first.means, pooled[["x1", "x2"]].mean(), rtol=1e-6)
+
+
+def test_a_sealed_key_for_another_silo_does_not_install(write_table) -> None:
+    paths = [write_table(f"k{i}", synthetic_silo(30, seed=i)) for i in range(3)]
+    a, b, c = (
+        SiloWorker(SiloSpec(f"s{i}", str(p), BINARY, ModelSpec(), he="ckks")) for i, p in enumerate(paths)
+    )
+    bundle = a.generate_he_keys({s.name: s.sealing_public_key() for s in (a, b, c)})
+    with pytest.raises(SealError):
+        b.install_he_keys(bundle.sealed["s2"])
+    c.install_he_keys(bundle.sealed["s2"])
+    assert c._require_codec().decode(a._require_codec().encode([1.5]))[0] == pytest.approx(1.5)
+
+
+def test_a_non_finite_update_is_refused_by_the_silo(write_table) -> None:
+    silos = _ready([write_table("n", synthetic_silo(60, seed=3))], BINARY)
+    res = silos[0].fit(FitIns(1, None, FitConfig(local_epochs=1, batch_size=8, lr=float("inf"))))
+    assert res.has_error() and res.update is None
+    assert res.error == "local update has NaN or infinite weights (learning rate too high?)"
