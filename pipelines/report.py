@@ -116,8 +116,11 @@ def metrics_figure(history: list[GlobalEval]) -> Any:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     rounds = [h.after_round for h in history]
     left.plot(rounds, [h.accuracy for h in history], label="global", linewidth=2)
     names = sorted({n for h in history for n in h.per_silo})
