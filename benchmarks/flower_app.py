@@ -47,9 +47,10 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
 
 from orchestrator.schema import agree
+from pipelines import build
 from pipelines.spec import LoadedPipeline, bundled_example, load_pipeline
 from silo.config import DataSpec, ModelSpec
-from silo.data import canonical, describe_frame, labels, prepare_frame, read_table, split_indices
+from silo.data import describe_frame, labels, prepare_frame, read_table, split_indices
 from silo.messages import FitConfig
 from silo.models import build_model
 from silo.preprocess import (
@@ -67,35 +68,6 @@ CPU = torch.device("cpu")
 
 
 # -- shared settings (the pipeline file) -----------------------------------------------
-
-
-def data_spec(loaded: LoadedPipeline) -> DataSpec:
-    """``pipelines.build.data_spec`` without importing it (it pulls in TenSEAL)."""
-    d = loaded.spec.data
-    return DataSpec(
-        target=d.target,
-        features=tuple(d.features) if d.features is not None else None,
-        categorical=tuple(d.categorical),
-        missing=d.missing,
-        na_values=tuple(d.na_values),
-        columns=tuple(d.columns) if d.columns is not None else None,
-        positive=tuple(canonical(v) for v in d.positive) if d.positive is not None else None,
-        ignore=tuple(d.ignore),
-        validation_fraction=d.validation_fraction,
-        seed=d.seed,
-    )
-
-
-def fit_config(loaded: LoadedPipeline) -> FitConfig:
-    t = loaded.spec.training
-    return FitConfig(
-        local_epochs=t.local_epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        optimizer=t.optimizer,
-        momentum=t.momentum,
-        seed=t.seed,
-    )
 
 
 def split_silo(name: str, path: str, spec: DataSpec, schema: AgreedSchema | None) -> tuple[Any, Any, Any]:
@@ -116,7 +88,7 @@ def split_silo(name: str, path: str, spec: DataSpec, schema: AgreedSchema | None
 
 def federated_setup(loaded: LoadedPipeline) -> dict[str, Any]:
     """Schema and preprocessor from the silos' summed local vectors (plaintext sums)."""
-    spec = data_spec(loaded)
+    spec = build.data_spec(loaded)
     silos = [(s.name, loaded.silo_path(s)) for s in loaded.spec.silos]
     schema = agree([split_silo(name, path, spec, None)[0] for name, path in silos])
     trains = [split_silo(name, path, spec, schema)[1] for name, path in silos]
@@ -162,7 +134,7 @@ def silo_data(partition_id: int) -> SiloData:
     """This silo's rows, transformed once per worker process (Flower's usual data cache)."""
     setup = _setup()
     loaded = load_pipeline(setup["pipeline"])
-    spec = data_spec(loaded)
+    spec = build.data_spec(loaded)
     raw_schema = setup["schema"]
     schema = AgreedSchema(
         features=tuple(raw_schema["features"]),
@@ -379,7 +351,7 @@ def _run(args: argparse.Namespace, pythonpath: str, setup_file: Path, t_imported
     os.environ[SETUP_ENV] = str(setup_file)
     setup_s = time.perf_counter() - start
 
-    RUN.update(setup=setup, fit=fit_config(loaded), rounds=args.rounds)
+    RUN.update(setup=setup, fit=build.strategy(loaded).configure_fit(1), rounds=args.rounds)
     start = time.perf_counter()
     t_sim_start = time.time()
     run_simulation(

@@ -193,6 +193,14 @@ def _other(row: Row) -> None:
         row.other_s = row.wall_s - sum(p for p in parts if p is not None)
 
 
+def _tidy(row: Row, workdir: Path, keep: bool) -> None:
+    """Remove a good run's folder; keep a failed (or --keep-logs) one and say where it is."""
+    if not keep and row.ok:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        row.notes += f" (logs in {workdir})"
+
+
 def run_flower(python: Path, rounds: int, client_cpus: float, keep: bool) -> Row:
     workdir = Path(tempfile.mkdtemp(prefix="bench-flower-"))
     out = workdir / "result.json"
@@ -233,10 +241,7 @@ def run_flower(python: Path, rounds: int, client_cpus: float, keep: bool) -> Row
         row.ok = row.error is None
         return row
     finally:
-        if not keep and row.ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            row.notes += f" (logs in {workdir})"
+        _tidy(row, workdir, keep)
 
 
 def run_fedsilo(he: str, rounds: int, keep: bool) -> Row:
@@ -281,10 +286,7 @@ def run_fedsilo(he: str, rounds: int, keep: bool) -> Row:
         row.ok = row.error is None
         return row
     finally:
-        if not keep and row.ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            row.notes += f" (logs in {workdir})"
+        _tidy(row, workdir, keep)
 
 
 def _s(value: float | None, digits: int = 2) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from privacy.he import CKKSParams
+from privacy.params import CKKSParams
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import Strategy, make_strategy
 from pipelines.spec import LoadedPipeline
-from privacy.he import CKKSParams
+from privacy.params import CKKSParams
 from silo.config import DataSpec, ModelSpec, SiloSpec
 from silo.data import canonical
 

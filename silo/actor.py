@@ -21,7 +21,8 @@ import torch
 
 from privacy.aggregate import WeightedPayload, encode_weighted
 from privacy.codec import Codec, Payload, PlainCodec
-from privacy.he import CKKSKeys, CKKSParams
+from privacy.he import CKKSKeys
+from privacy.params import CKKSParams
 from privacy.sealing import SealingKey, seal
 from silo.config import SiloSpec
 from silo.data import (

@@ -12,7 +12,8 @@ from hypothesis.extra.numpy import arrays
 
 from privacy.aggregate import WeightedSum, aggregate, encode_weighted
 from privacy.codec import CodecError, Payload, PlainCodec
-from privacy.he import CKKSCodec, CKKSKeys, CKKSParams, public_codec
+from privacy.he import CKKSCodec, CKKSKeys, public_codec
+from privacy.params import CKKSParams
 
 
 @pytest.fixture(scope="module")
