@@ -1,11 +1,16 @@
 """The orchestrator actor: sets the federation up, runs rounds, adds ciphertexts.
 
-It holds a public CKKS context only: it can add and scale updates, never read one.
-Made remote by the runner (``ray.remote(num_cpus=0.1)(Orchestrator)``) and driven
-one call per round so the driver can show progress and log each round:
+It holds the encryption parameters only: it can add and scale updates, never read one.
+Made remote by the runner (``ray.remote(num_cpus=0.1)(Orchestrator)``) and driven one
+call per round so the driver can show progress and log each round:
 
     orch.setup.remote() -> SetupReport; orch.run_round.remote(r) -> RoundRecord;
     orch.evaluate.remote() -> GlobalEval; orch.publish.remote(silo, request)
+
+Every federated sum (two statistics passes at set-up, one per round) goes in two
+steps: silos stage their vector and propose a range; the orchestrator sends the
+largest range back and adds the signed encodings as they arrive, checking each
+signature against the key the silo registered at set-up.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -24,10 +30,20 @@ from orchestrator.records import RoundRecord, SetupReport
 from orchestrator.schema import agree
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import Strategy
-from privacy.aggregate import WeightedPayload, WeightedSum
+from privacy.aggregate import WeightedSum
 from privacy.codec import Codec, CodecError, Payload, PlainCodec, check_payload
-from privacy.he import public_codec
-from silo.messages import Evaluation, FitIns, FitRes, KeyBundle, PublishedModel, PublishRequest, SiloReady
+from privacy.schemes import public_codec
+from privacy.signing import SignatureError, SignedUpdate, verify_update
+from silo.messages import (
+    Evaluation,
+    FitIns,
+    FitRes,
+    KeyBundle,
+    PublishedModel,
+    PublishRequest,
+    SiloKeys,
+    SiloReady,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +60,25 @@ def failure_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+@dataclass
+class _Collected:
+    """One federated sum's outcome: the running sum, who is in it, who is not."""
+
+    running: WeightedSum
+    accepted: list[str] = field(default_factory=list)
+    failures: list[SiloFailure] = field(default_factory=list)
+    late: list[str] = field(default_factory=list)
+    bytes_up: int = 0
+
+
 class Orchestrator:
     def __init__(self, silos: dict[str, Any], strategy: Strategy, settings: OrchestratorSettings) -> None:
         self._silos = dict(silos)
         self._strategy = strategy
         self._settings = settings
-        self._codec: Codec | None = PlainCodec() if settings.he == "off" else None
+        self._codec: Codec | None = PlainCodec() if settings.he.scheme == "off" else None
+        self._public_context: bytes | None = None
+        self._signing: dict[str, bytes] = {}  # silo -> Ed25519 public key
         self._global: Payload | None = None  # Enc(global model); None until round 1 ends
         self._round = 0
         self._n_parameters = 0
@@ -57,9 +86,14 @@ class Orchestrator:
     # -- calling silos ---------------------------------------------------------
 
     def _call_all(
-        self, method: str, args: Callable[[str], tuple[Any, ...]], timeout: float
+        self,
+        method: str,
+        args: Callable[[str], tuple[Any, ...]],
+        timeout: float,
+        names: list[str] | None = None,
     ) -> tuple[dict[str, Any], list[SiloFailure]]:
-        refs = {getattr(h, method).remote(*args(name)): name for name, h in self._silos.items()}
+        chosen = list(self._silos) if names is None else names
+        refs = {getattr(self._silos[name], method).remote(*args(name)): name for name in chosen}
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         results: dict[str, Any] = {}
         failures = [SiloFailure(refs[r], f"no answer within {timeout:.0f}s") for r in pending]
@@ -76,26 +110,60 @@ class Orchestrator:
             raise SetupFailed(step, failures)
         return results
 
-    def _federated_sum(self, parts: dict[str, WeightedPayload]) -> Payload:
+    def _collect(
+        self, phase: str, hints: dict[str, float], running: WeightedSum, deadline: float, length: int | None
+    ) -> _Collected:
+        """Send the agreed range; verify and add each signed encoding as it arrives."""
         assert self._codec is not None
-        running = WeightedSum(self._codec)
-        for item in parts.values():
-            running.add(item)
-        return running.total()
+        bound = max(hints.values())
+        refs = {self._silos[n].encode_staged.remote(f"{phase}/{n}", bound): n for n in hints}
+        out = _Collected(running)
+        pending = list(refs)
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            ready, pending = ray.wait(pending, num_returns=1, timeout=remaining)
+            for ref in ready:
+                name = refs[ref]
+                try:
+                    update: SignedUpdate = ray.get(ref)
+                    item = verify_update(update, name, f"{phase}/{name}", self._signing[name])
+                    check_payload(self._codec.name, item.payload, length, key_id=self._codec.key_id)
+                    running.add(item)  # streamed: one running sum, never every update at once
+                except (RayError, CodecError, SignatureError) as err:
+                    out.failures.append(SiloFailure(name, failure_reason(err)))
+                    continue
+                out.accepted.append(name)
+                out.bytes_up += item.payload.nbytes
+        out.late = [refs[r] for r in pending]
+        return out
+
+    def _setup_sum(self, step: str, phase: str, hints: dict[str, float]) -> tuple[Payload, int]:
+        assert self._codec is not None
+        deadline = time.monotonic() + self._settings.setup_timeout_s
+        out = self._collect(phase, hints, WeightedSum(self._codec), deadline, None)
+        failures = out.failures + [SiloFailure(n, "no answer in time") for n in out.late]
+        if failures:
+            raise SetupFailed(step, failures)
+        return out.running.total(), out.bytes_up
 
     # -- set-up ------------------------------------------------------------------
 
     def setup(self) -> SetupReport:
-        """Check data, agree the schema, exchange HE keys, compute federated statistics."""
+        """Check data, agree the schema, register keys, compute federated statistics."""
         start = time.perf_counter()
         described = self._setup_step("reading silo data", "describe", lambda _: ())
         schema = agree([described[name] for name in self._silos])
-        if self._settings.he == "ckks":
-            self._exchange_keys()
-        sums = self._setup_step("feature statistics (pass 1)", "stats_sums", lambda _: (schema,))
-        total = self._federated_sum(sums)
-        squares = self._setup_step("feature statistics (pass 2)", "stats_squares", lambda _: (total,))
-        total_sq = self._federated_sum(squares)
+        keys: dict[str, SiloKeys] = self._setup_step("registering silo keys", "public_keys", lambda _: ())
+        self._signing = {name: k.signing for name, k in keys.items()}
+        self._prepare_he(keys)
+        step1 = "feature statistics (pass 1)"
+        hints = self._setup_step(step1, "stats_sums", lambda _: (schema,))
+        total, up1 = self._setup_sum(step1, "stats-1", hints)
+        step2 = "feature statistics (pass 2)"
+        hints = self._setup_step(step2, "stats_squares", lambda _: (total,))
+        total_sq, up2 = self._setup_sum(step2, "stats-2", hints)
         ready: dict[str, SiloReady] = self._setup_step(
             "preparing local data", "finish_preprocessing", lambda _: (total_sq,)
         )
@@ -106,9 +174,6 @@ class Orchestrator:
                 [SiloFailure(n, f"model has {r.n_parameters} parameters") for n, r in ready.items()],
             )
         self._n_parameters = sizes.pop()
-        n = len(self._silos)
-        up = sum(p.payload.nbytes for p in [*sums.values(), *squares.values()])
-        down = n * (total.nbytes + total_sq.nbytes)
         assert self._codec is not None
         return SetupReport(
             schema=schema,
@@ -117,95 +182,107 @@ class Orchestrator:
             codec=self._codec.describe(),
             n_parameters=self._n_parameters,
             seconds=time.perf_counter() - start,
-            bytes_up=up,
-            bytes_down=down,
+            bytes_up=up1 + up2,
+            bytes_down=len(self._silos) * (total.nbytes + total_sq.nbytes),
         )
 
-    def _exchange_keys(self) -> None:
-        """One silo makes the CKKS keys and seals them to each peer; we relay sealed bytes."""
-        publics = self._setup_step("sealing keys", "sealing_public_key", lambda _: ())
-        keygen = next(iter(self._silos))
-        try:
-            bundle: KeyBundle = ray.get(
-                self._silos[keygen].generate_he_keys.remote(publics), timeout=self._settings.setup_timeout_s
-            )
-        except RayError as err:
-            raise SetupFailed("generating HE keys", [SiloFailure(keygen, failure_reason(err))]) from err
-        self._codec = public_codec(bundle.public_context, self._settings.ckks)
-        self._public_context = bundle.public_context
-        peers = {name: h for name, h in self._silos.items() if name != keygen}
-        refs = {peers[name].install_he_keys.remote(bundle.sealed[name]): name for name in peers}
-        failures: list[SiloFailure] = []
-        for ref, name in refs.items():
+    def _prepare_he(self, keys: dict[str, SiloKeys]) -> None:
+        """Provisioned keys: check every silo holds them. Otherwise one silo makes a fresh
+        key set and seals it to each peer; we relay bytes we cannot open."""
+        he = self._settings.he
+        if he.scheme == "off":
+            return
+        if self._settings.provisioned_public is not None:
+            public, key_id = self._settings.provisioned_public
+            wrong = [
+                SiloFailure(n, f"holds HE key {k.he_key_id or '(none)'}, the provisioned key is {key_id}")
+                for n, k in keys.items()
+                if k.he_key_id != key_id
+            ]
+            if wrong:
+                raise SetupFailed("checking provisioned HE keys", wrong)
+        else:
+            keygen = next(iter(self._silos))
             try:
-                ray.get(ref, timeout=self._settings.setup_timeout_s)
+                bundle: KeyBundle = ray.get(
+                    self._silos[keygen].generate_he_keys.remote({n: k.sealing for n, k in keys.items()}),
+                    timeout=self._settings.setup_timeout_s,
+                )
             except RayError as err:
-                failures.append(SiloFailure(name, failure_reason(err)))
-        if failures:
-            raise SetupFailed("installing HE keys", failures)
+                raise SetupFailed("generating HE keys", [SiloFailure(keygen, failure_reason(err))]) from err
+            public, key_id = bundle.public_context, bundle.key_id
+            peers = [n for n in self._silos if n != keygen]
+            installed, failures = self._call_all(
+                "install_he_keys", lambda n: (bundle.sealed[n],), self._settings.setup_timeout_s, peers
+            )
+            failures += [
+                SiloFailure(n, f"installed key {installed[n]}, expected {key_id}")
+                for n in peers
+                if n in installed and installed[n] != key_id
+            ]
+            if failures:
+                raise SetupFailed("installing HE keys", failures)
+        self._codec = public_codec(he, public, key_id)
+        self._public_context = public
 
     # -- rounds --------------------------------------------------------------------
-
-    def _accept(self, res: FitRes) -> WeightedPayload:
-        """Check an update's envelope before it is added; raise `CodecError` naming the fault."""
-        if res.update is None:
-            raise CodecError("no update")
-        assert self._codec is not None
-        check_payload(self._codec.name, res.update.payload, self._n_parameters)
-        if not res.update.weight > 0:
-            raise CodecError(f"non-positive weight {res.update.weight}")
-        return res.update
 
     def run_round(self, server_round: int) -> RoundRecord:
         assert self._codec is not None, "setup() must run first"
         start = time.perf_counter()
+        deadline = time.monotonic() + self._settings.round_timeout_s
         ins = FitIns(server_round, self._global, self._strategy.configure_fit(server_round))
         refs = {h.fit.remote(ins): name for name, h in self._silos.items()}
         bytes_down = len(refs) * (self._global.nbytes if self._global else 0)
-        running = self._strategy.aggregator(self._codec)
-        deadline = time.monotonic() + self._settings.round_timeout_s
-        pending = list(refs)
-        answered: list[FitRes] = []
+        trained: dict[str, FitRes] = {}
         failures: list[SiloFailure] = []
-        bytes_up = 0
+        pending = list(refs)
         while pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             ready, pending = ray.wait(pending, num_returns=1, timeout=remaining)
             for ref in ready:
-                name = refs[ref]
                 try:
                     res: FitRes = ray.get(ref)
-                    if res.has_error():
-                        raise CodecError(res.error)
-                    update = self._accept(res)
-                    running.add(update)  # streamed: one running sum, never every update at once
-                except (RayError, CodecError) as err:
-                    failures.append(SiloFailure(name, failure_reason(err)))
+                except RayError as err:
+                    failures.append(SiloFailure(refs[ref], failure_reason(err)))
                     continue
-                bytes_up += update.payload.nbytes
-                answered.append(res)
-        late = tuple(refs[ref] for ref in pending)
+                if res.has_error():
+                    failures.append(SiloFailure(res.silo, str(res.error)))
+                else:
+                    trained[res.silo] = res
+        late = [refs[r] for r in pending]
+        accepted: list[str] = []
+        answered = len(trained)  # until updates are collected: who trained in time
+        bytes_up = 0
+        running = self._strategy.aggregator(self._codec)
+        if len(trained) >= self._settings.min_silos:
+            hints = {name: res.bound_hint for name, res in trained.items()}
+            out = self._collect(f"round-{server_round}", hints, running, deadline, self._n_parameters)
+            accepted, bytes_up = out.accepted, out.bytes_up
+            answered = len(accepted)
+            failures += out.failures
+            late += out.late
         failures += [
             SiloFailure(name, f"late: no update within {self._settings.round_timeout_s}s") for name in late
         ]
-        if len(answered) < self._settings.min_silos:
-            raise RoundFailed(server_round, len(answered), self._settings.min_silos, failures)
+        if len(accepted) < self._settings.min_silos:
+            raise RoundFailed(server_round, answered, self._settings.min_silos, failures)
         self._global = running.mean()
         self._round = server_round
-        evaluations = [r.evaluation for r in answered if r.evaluation is not None]
         for failure in failures:
             logger.warning("round %d: silo %s left out: %s", server_round, failure.silo, failure.reason)
+        evaluations = [r.evaluation for r in trained.values() if r.evaluation is not None]
         return RoundRecord(
             round=server_round,
-            participants=tuple(r.silo for r in answered),
+            participants=tuple(accepted),
             failures=tuple(failures),
-            late=late,
+            late=tuple(late),
             seconds=time.perf_counter() - start,
             bytes_up=bytes_up,
             bytes_down=bytes_down,
-            train_loss={r.silo: r.train_loss for r in answered},
+            train_loss={name: trained[name].train_loss for name in accepted},
             incoming=combine(server_round - 1, evaluations) if evaluations else None,
         )
 
@@ -232,7 +309,7 @@ class Orchestrator:
 
     def public_context(self) -> bytes | None:
         """The HE context this actor holds, serialized: parameters only, no secret key."""
-        return getattr(self, "_public_context", None)
+        return self._public_context
 
     def can_decrypt(self) -> bool:
         return bool(getattr(self._codec, "can_decrypt", True))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import Strategy, make_strategy
 from pipelines.spec import LoadedPipeline
-from privacy.params import CKKSParams
+from privacy.keyfile import PUBLIC_NAME, SECRET_NAME, read_public_key_file
+from privacy.params import CKKSParams, HEConfig, PackedParams
 from silo.config import DataSpec, ModelSpec, SiloSpec
 from silo.data import canonical
 
@@ -35,17 +36,38 @@ def ckks_params(loaded: LoadedPipeline) -> CKKSParams:
     return CKKSParams(c.poly_modulus_degree, tuple(c.coeff_mod_bit_sizes), c.scale_bits)
 
 
+def packed_params(loaded: LoadedPipeline) -> PackedParams:
+    p = loaded.spec.privacy.packed
+    return PackedParams(
+        poly_modulus_degree=p.poly_modulus_degree,
+        plain_modulus_bits=p.plain_modulus_bits,
+        value_bits=p.value_bits,
+        max_silos=p.max_silos or max(2, len(loaded.spec.silos)),
+    )
+
+
+def he_config(loaded: LoadedPipeline) -> HEConfig:
+    return HEConfig(scheme=loaded.spec.privacy.he, ckks=ckks_params(loaded), packed=packed_params(loaded))
+
+
+def keys_folder(loaded: LoadedPipeline) -> str | None:
+    keys = loaded.spec.privacy.keys
+    return loaded.resolve(keys) if keys is not None else None
+
+
 def silo_specs(loaded: LoadedPipeline) -> list[SiloSpec]:
     spec = loaded.spec
     data = data_spec(loaded)
     model = ModelSpec(kind=spec.model.kind, hidden=tuple(spec.model.hidden))
+    keys = keys_folder(loaded)
     return [
         SiloSpec(
             name=s.name,
             path=loaded.silo_path(s),
             data=data,
             model=model,
-            he=spec.privacy.he,
+            he=he_config(loaded),
+            he_secret_path=f"{keys}/{SECRET_NAME}" if keys else None,
             seed=spec.training.seed,
         )
         for s in spec.silos
@@ -68,10 +90,13 @@ def strategy(loaded: LoadedPipeline) -> Strategy:
 
 
 def orchestrator_settings(loaded: LoadedPipeline) -> OrchestratorSettings:
+    """Reads the public key file (if keys are provisioned) on the driver's machine."""
     spec = loaded.spec
+    keys = keys_folder(loaded)
+    he = he_config(loaded)
     return OrchestratorSettings(
         min_silos=spec.min_silos,
         round_timeout_s=spec.round_timeout_s,
-        he=spec.privacy.he,
-        ckks=ckks_params(loaded),
+        he=he,
+        provisioned_public=read_public_key_file(f"{keys}/{PUBLIC_NAME}", he) if keys else None,
     )

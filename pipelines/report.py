@@ -72,7 +72,7 @@ def model_card(loaded: LoadedPipeline, setup: SetupReport, summary: RunSummary) 
     he_line = (
         "off (plaintext aggregation: the orchestrator saw every update)"
         if he.get("scheme") == "off"
-        else "CKKS (TenSEAL): " + ", ".join(f"{k} = {v}" for k, v in he.items() if k != "scheme")
+        else f"{he['scheme']}: " + ", ".join(f"{k} = {v}" for k, v in he.items() if k != "scheme")
     )
     rows = "\n".join(
         f"| {r.silo} | {r.train_rows} | {r.val_rows} | {r.dropped_rows} | {r.device} |" for r in setup.ready

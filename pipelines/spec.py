@@ -105,9 +105,21 @@ class CKKSSection(_Section):
         return self
 
 
+class PackedSection(_Section):
+    # The default codec: BFV, quantized values packed several to a slot (see privacy/packed.py).
+    value_bits: int = Field(16, ge=4, le=32)
+    max_silos: int | None = Field(None, ge=1)  # headroom for this many addends; default: the silos listed
+    poly_modulus_degree: Literal[4096, 8192] = 4096
+    plain_modulus_bits: int = Field(60, ge=30, le=60)
+
+
 class PrivacySection(_Section):
-    he: Literal["ckks", "off"] = "ckks"
+    he: Literal["packed", "ckks", "off"] = "packed"
     ckks: CKKSSection = Field(default_factory=CKKSSection)
+    packed: PackedSection = Field(default_factory=PackedSection)
+    # Out-of-band keys: the folder `fedsilo keys init` wrote (relative to this file; each
+    # silo reads its he-secret.key there on its own node). Unset: a fresh key set per run.
+    keys: str | None = None
 
 
 class TrackingSection(_Section):
@@ -148,6 +160,22 @@ class Pipeline(_Section):
             raise ValueError(f"min_silos = {self.min_silos} but only {len(self.silos)} silos are listed")
         if self.tracking.publisher is not None and self.tracking.publisher not in names:
             raise ValueError(f"tracking.publisher {self.tracking.publisher!r} is not a silo")
+        packed = self.privacy.packed
+        if self.privacy.he == "packed":
+            if packed.max_silos is not None and packed.max_silos < len(names):
+                raise ValueError(
+                    f"privacy.packed.max_silos = {packed.max_silos} but {len(names)} silos are listed: "
+                    "their sum would overflow the packed lanes"
+                )
+            headroom = max(1, (packed.max_silos or len(names)) - 1).bit_length()
+            if packed.value_bits + headroom > packed.plain_modulus_bits - 1:
+                raise ValueError(
+                    f"privacy.packed: {packed.value_bits}-bit values with headroom for "
+                    f"{packed.max_silos or len(names)} silos do not fit a {packed.plain_modulus_bits}-bit "
+                    "plain modulus; lower value_bits or max_silos"
+                )
+        if self.privacy.keys is not None and self.privacy.he == "off":
+            raise ValueError("privacy.keys is set but privacy.he = 'off' uses no keys")
         return self
 
     @property
@@ -169,9 +197,13 @@ class LoadedPipeline:
     path: Path  # the file it came from: relative silo paths resolve against its folder
     text: str
 
-    def silo_path(self, silo: SiloSection) -> str:
-        path = Path(silo.path).expanduser()
+    def resolve(self, path_text: str) -> str:
+        """A path from the file: absolute as it is, relative to the pipeline file's folder."""
+        path = Path(path_text).expanduser()
         return str(path if path.is_absolute() else (self.path.parent / path).resolve())
+
+    def silo_path(self, silo: SiloSection) -> str:
+        return self.resolve(silo.path)
 
 
 class PipelineError(ValueError):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privacy.codec import Codec, Payload, check_payload
+from privacy.codec import Codec, CodecError, Payload, check_payload
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,29 @@ class WeightedPayload:
     weight: float  # public: the orchestrator needs it to normalise
 
 
-def encode_weighted(codec: Codec, values: Sequence[float] | np.ndarray, weight: float) -> WeightedPayload:
+def bound_hint(values: Sequence[float] | np.ndarray, weight: float = 1.0) -> float:
+    """What a silo proposes as the shared quantization range for ``weight * values``: the next
+    power of two at or above its largest magnitude (only the exponent is revealed)."""
+    peak = float(np.max(np.abs(np.asarray(values, dtype=np.float64)), initial=0.0)) * abs(weight)
+    if not np.isfinite(peak):
+        raise ValueError("values are not finite")
+    return float(2.0 ** np.ceil(np.log2(max(peak, 2.0**-30))))
+
+
+def encode_weighted(
+    codec: Codec,
+    values: Sequence[float] | np.ndarray,
+    weight: float,
+    *,
+    bound: float | None = None,
+    tag: str = "",
+    exact: bool = False,
+) -> WeightedPayload:
+    """Enc(weight * values); ``bound`` is the range every silo agreed on (see `bound_hint`)."""
     if weight <= 0:
         raise ValueError(f"aggregation weight must be positive, got {weight}")
-    return WeightedPayload(codec.encode(np.asarray(values, dtype=np.float64) * weight), float(weight))
+    scaled = np.asarray(values, dtype=np.float64) * weight
+    return WeightedPayload(codec.encode(scaled, bound=bound, tag=tag, exact=exact), float(weight))
 
 
 class WeightedSum:
@@ -42,8 +61,12 @@ class WeightedSum:
         self.count = 0
 
     def add(self, item: WeightedPayload) -> None:
+        if self._sum is not None and set(item.payload.terms) & set(self._sum.terms):
+            raise CodecError(
+                f"duplicate contribution {sorted(set(item.payload.terms) & set(self._sum.terms))}"
+            )
         if self._sum is None:
-            check_payload(self._codec.name, item.payload)
+            check_payload(self._codec.name, item.payload, key_id=self._codec.key_id)
             self._sum = item.payload
         else:
             self._sum = self._codec.add(self._sum, item.payload)

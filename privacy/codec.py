@@ -24,11 +24,16 @@ class CodecError(ValueError):
 
 @dataclass(frozen=True)
 class Payload:
-    """What goes over the wire: opaque chunks plus the logical vector length."""
+    """What goes over the wire: opaque chunks plus public metadata about them."""
 
     codec: str  # the codec's name; a codec refuses payloads of another
     chunks: tuple[bytes, ...]
-    length: int
+    length: int  # values in the vector
+    bound: float | None = None  # quantization range (packed): every addend must share it
+    layout: tuple[int, int, int] | None = None  # packed: (value bits, lanes, bits per lane)
+    scale: float = 1.0  # a factor still to apply after decoding (packed scales lazily)
+    terms: tuple[str, ...] = ()  # the encodings summed in, by tag: a duplicate is refused
+    key_id: str = ""  # fingerprint of the key it was encrypted under ("" for plaintext)
 
     @property
     def nbytes(self) -> int:
@@ -36,11 +41,24 @@ class Payload:
 
 
 class Codec(Protocol):
-    """Encode/add/scale/decode; plaintext and encrypted codecs share this shape."""
+    """Encode/add/scale/decode; plaintext and encrypted codecs share this shape.
+
+    ``encode`` takes the quantization range every silo agreed on (``bound``; codecs that
+    do not quantize ignore it), a ``tag`` unique to this encoding, and ``exact`` for the
+    codec's most precise layout (federated statistics).
+    """
 
     name: str
+    key_id: str
 
-    def encode(self, values: Sequence[float] | np.ndarray) -> Payload: ...
+    def encode(
+        self,
+        values: Sequence[float] | np.ndarray,
+        *,
+        bound: float | None = None,
+        tag: str = "",
+        exact: bool = False,
+    ) -> Payload: ...
 
     def add(self, a: Payload, b: Payload) -> Payload: ...
 
@@ -53,22 +71,34 @@ class Codec(Protocol):
         ...
 
 
-def check_payload(codec: str, payload: Payload, length: int | None = None) -> None:
-    """Raise `CodecError` unless ``payload`` was made by ``codec`` (and has ``length``)."""
+def check_payload(codec: str, payload: Payload, length: int | None = None, key_id: str = "") -> None:
+    """Raise `CodecError` unless ``payload`` was made by ``codec`` under ``key_id`` (with ``length``)."""
     if payload.codec != codec:
         raise CodecError(f"payload was encoded with {payload.codec!r}, expected {codec!r}")
     if length is not None and payload.length != length:
         raise CodecError(f"payload holds {payload.length} values, expected {length}")
+    if key_id and payload.key_id != key_id:
+        raise CodecError(
+            f"payload was encrypted under another key (key id {payload.key_id or 'none'}, expected {key_id})"
+        )
 
 
 class PlainCodec:
     """No encryption: float64 values as raw bytes. The benchmark baseline."""
 
     name = "off"
+    key_id = ""
 
-    def encode(self, values: Sequence[float] | np.ndarray) -> Payload:
-        array = np.ascontiguousarray(values, dtype=np.float64)
-        return Payload(self.name, (array.tobytes(),), int(array.size))
+    def encode(
+        self,
+        values: Sequence[float] | np.ndarray,
+        *,
+        bound: float | None = None,
+        tag: str = "",
+        exact: bool = False,
+    ) -> Payload:
+        array = np.ascontiguousarray(values, dtype=np.float64).ravel()
+        return Payload(self.name, (array.tobytes(),), int(array.size), terms=(tag,) if tag else ())
 
     def decode(self, payload: Payload) -> np.ndarray:
         check_payload(self.name, payload)
@@ -79,10 +109,12 @@ class PlainCodec:
 
     def add(self, a: Payload, b: Payload) -> Payload:
         check_payload(self.name, b, a.length)
-        return self.encode(self.decode(a) + self.decode(b))
+        total = self.encode(self.decode(a) + self.decode(b))
+        return Payload(total.codec, total.chunks, total.length, terms=a.terms + b.terms)
 
     def scale(self, a: Payload, factor: float) -> Payload:
-        return self.encode(self.decode(a) * factor)
+        scaled = self.encode(self.decode(a) * factor)
+        return Payload(scaled.codec, scaled.chunks, scaled.length, terms=a.terms)
 
     def describe(self) -> dict[str, str]:
         return {"scheme": "off"}

@@ -11,6 +11,7 @@ print(len(k.public_bytes()), k.codec().describe())"
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 
@@ -28,15 +29,24 @@ class CKKSCodec:
 
     name = "ckks"
 
-    def __init__(self, context: ts.Context, params: CKKSParams) -> None:
+    def __init__(self, context: ts.Context, params: CKKSParams, key_id: str = "") -> None:
         self._context = context
         self.params = params
+        self.key_id = key_id
 
     @property
     def can_decrypt(self) -> bool:
         return bool(self._context.is_private())
 
-    def encode(self, values: Sequence[float] | np.ndarray) -> Payload:
+    def encode(
+        self,
+        values: Sequence[float] | np.ndarray,
+        *,
+        bound: float | None = None,
+        tag: str = "",
+        exact: bool = False,
+    ) -> Payload:
+        """``bound`` and ``exact`` do not apply: CKKS encodes floats at its fixed scale."""
         array = np.asarray(values, dtype=np.float64).ravel()
         if not np.all(np.isfinite(array)):
             raise CodecError("refusing to encrypt NaN or infinite values")
@@ -45,25 +55,27 @@ class CKKSCodec:
             ts.ckks_vector(self._context, array[i : i + slots].tolist()).serialize()
             for i in range(0, max(array.size, 1), slots)
         )
-        return Payload(self.name, chunks, int(array.size))
+        return Payload(self.name, chunks, int(array.size), terms=(tag,) if tag else (), key_id=self.key_id)
 
     def _load(self, payload: Payload) -> list[ts.CKKSVector]:
-        check_payload(self.name, payload)
+        check_payload(self.name, payload, key_id=self.key_id)
         try:
             return [ts.ckks_vector_from(self._context, chunk) for chunk in payload.chunks]
         except Exception as err:  # TenSEAL raises bare ValueError/RuntimeError
             raise CodecError(f"unreadable CKKS ciphertext: {err}") from err
 
-    @staticmethod
-    def _dump(length: int, vectors: list[ts.CKKSVector]) -> Payload:
-        return Payload(CKKSCodec.name, tuple(v.serialize() for v in vectors), length)
+    def _dump(self, like: Payload, vectors: list[ts.CKKSVector], terms: tuple[str, ...]) -> Payload:
+        chunks = tuple(v.serialize() for v in vectors)
+        return Payload(self.name, chunks, like.length, terms=terms, key_id=like.key_id)
 
     def add(self, a: Payload, b: Payload) -> Payload:
-        check_payload(self.name, b, a.length)
-        return self._dump(a.length, [x + y for x, y in zip(self._load(a), self._load(b), strict=True)])
+        check_payload(self.name, b, a.length, key_id=self.key_id)
+        sums = [x + y for x, y in zip(self._load(a), self._load(b), strict=True)]
+        return self._dump(a, sums, a.terms + b.terms)
 
     def scale(self, a: Payload, factor: float) -> Payload:
-        return self._dump(a.length, [x * factor for x in self._load(a)])
+        """Homomorphic: x (1/sum n) on the ciphertexts, one rescale (and a smaller download)."""
+        return self._dump(a, [x * factor for x in self._load(a)], a.terms)
 
     def decode(self, payload: Payload) -> np.ndarray:
         if not self.can_decrypt:
@@ -90,6 +102,9 @@ class CKKSKeys:
             raise CodecError("CKKSKeys needs a context with a secret key")
         self._context = context
         self.params = params
+        self.key_id = hashlib.blake2b(
+            self.secret_bytes(), person=b"fedsilo-key-id", digest_size=8
+        ).hexdigest()
 
     @classmethod
     def generate(cls, params: CKKSParams | None = None) -> CKKSKeys:
@@ -124,16 +139,16 @@ class CKKSKeys:
         )
 
     def codec(self) -> CKKSCodec:
-        return CKKSCodec(self._context, self.params)
+        return CKKSCodec(self._context, self.params, self.key_id)
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("CKKSKeys hold a secret key and must never be pickled")
 
 
-def public_codec(public_bytes: bytes, params: CKKSParams) -> CKKSCodec:
+def public_codec(public_bytes: bytes, params: CKKSParams, key_id: str = "") -> CKKSCodec:
     """The orchestrator's codec. Refuses a context that carries a secret key."""
     context = ts.context_from(public_bytes)
     if context.is_private():
         raise CodecError("the orchestrator was handed a context with a secret key; refusing it")
     context.global_scale = 2**params.scale_bits
-    return CKKSCodec(context, params)
+    return CKKSCodec(context, params, key_id)

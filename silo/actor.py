@@ -5,8 +5,12 @@ A plain class; the runner makes it remote where its resources are known:
     ray.remote(num_cpus=0.25, num_gpus=0, resources={"silo:cleveland": 1})(SiloWorker)
         .options(name="silo:cleveland", namespace="heart-disease").remote(spec)
 
-Call order: describe -> (HE keys) -> stats_sums -> stats_squares -> finish_preprocessing
--> fit per round -> evaluate / publish.
+Call order: describe -> public_keys -> (HE keys) -> stats_sums -> stats_squares ->
+finish_preprocessing -> per round: fit, encode_staged -> evaluate / publish.
+
+Everything a silo sends to be added goes in two steps: a method stages the vector and
+returns a proposed range (`privacy.aggregate.bound_hint`), then `encode_staged` encodes
+it with the range every silo agreed on, and signs it.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from privacy.aggregate import WeightedPayload, encode_weighted
+from privacy.aggregate import bound_hint, encode_weighted
 from privacy.codec import Codec, Payload, PlainCodec
-from privacy.he import CKKSKeys
-from privacy.params import CKKSParams
+from privacy.keyfile import read_key_file
+from privacy.schemes import SecretKeys, generate_keys, keys_from_secret
 from privacy.sealing import SealingKey, seal
+from privacy.signing import SignedUpdate, UpdateSigner
 from silo.config import SiloSpec
 from silo.data import (
     DataError,
@@ -41,6 +46,7 @@ from silo.messages import (
     KeyBundle,
     PublishedModel,
     PublishRequest,
+    SiloKeys,
     SiloReady,
 )
 from silo.models import build_model, count_parameters, get_flat, set_flat
@@ -74,12 +80,16 @@ def _pick_device() -> torch.device:
 
 
 class SiloWorker:
-    def __init__(self, spec: SiloSpec, ckks: CKKSParams | None = None) -> None:
+    def __init__(self, spec: SiloSpec) -> None:
         self.spec = spec
         self.name = spec.name
-        self._ckks = ckks or CKKSParams()
         self._sealing = SealingKey.generate()
-        self._codec: Codec | None = PlainCodec() if spec.he == "off" else None
+        self._signer = UpdateSigner.generate()
+        self._keys: SecretKeys | None = None
+        self._codec: Codec | None = PlainCodec() if spec.he.scheme == "off" else None
+        if spec.he_secret_path is not None and spec.he.scheme != "off":
+            self._install(keys_from_secret(spec.he, read_key_file(spec.he_secret_path, spec.he, secret=True)))
+        self._staged: tuple[np.ndarray, float, bool] | None = None
         self._raw: pd.DataFrame | None = None
         self._schema: AgreedSchema | None = None
         self._train_frame: pd.DataFrame | None = None
@@ -104,34 +114,57 @@ class SiloWorker:
 
     # -- keys ---------------------------------------------------------------
 
-    def sealing_public_key(self) -> bytes:
-        return self._sealing.public_bytes()
+    def public_keys(self) -> SiloKeys:
+        return SiloKeys(self._sealing.public_bytes(), self._signer.public_bytes(), self._key_id())
+
+    def _key_id(self) -> str:
+        return self._keys.key_id if self._keys is not None else ""
+
+    def _install(self, keys: SecretKeys) -> None:
+        self._keys = keys
+        self._codec = keys.codec()
 
     def generate_he_keys(self, peers: dict[str, bytes]) -> KeyBundle:
-        """Make a fresh CKKS secret context; seal it to each peer; keep it here."""
-        keys = CKKSKeys.generate(self._ckks)
-        self._codec = keys.codec()
+        """Make a fresh HE secret key; seal it to each peer's X25519 key; keep it here."""
+        keys = generate_keys(self.spec.he)
+        self._install(keys)
         secret = keys.secret_bytes()
         sealed = {
             peer: seal(secret, public, _sealing_context(peer))
             for peer, public in peers.items()
             if peer != self.name
         }
-        return KeyBundle(public_context=keys.public_bytes(), sealed=sealed)
+        return KeyBundle(public_context=keys.public_bytes(), key_id=keys.key_id, sealed=sealed)
 
-    def install_he_keys(self, sealed: bytes) -> None:
+    def install_he_keys(self, sealed: bytes) -> str:
+        """Open the secret key sealed to this silo; return its fingerprint."""
         secret = self._sealing.open(sealed, _sealing_context(self.name))
-        self._codec = CKKSKeys.from_secret_bytes(secret, self._ckks).codec()
+        self._install(keys_from_secret(self.spec.he, secret))
+        return self._key_id()
 
     def _require_codec(self) -> Codec:
         if self._codec is None:
             raise RuntimeError(f"silo {self.name!r} has no HE keys yet")
         return self._codec
 
+    def _stage(self, values: np.ndarray, weight: float, exact: bool) -> float:
+        """Hold ``weight * values`` for `encode_staged`; return the range this silo proposes."""
+        self._staged = (values, weight, exact)
+        return bound_hint(values, weight)
+
+    def encode_staged(self, tag: str, bound: float) -> SignedUpdate:
+        """Encode what was staged with the agreed range, under ``tag`` ("<phase>/<silo>"), signed."""
+        if self._staged is None:
+            raise RuntimeError(f"silo {self.name!r} has nothing staged for {tag!r}")
+        values, weight, exact = self._staged
+        self._staged = None
+        item = encode_weighted(self._require_codec(), values, weight, bound=bound, tag=tag, exact=exact)
+        return self._signer.sign(self.name, tag, item)
+
     # -- federated preprocessing ------------------------------------------------
 
-    def stats_sums(self, schema: AgreedSchema) -> WeightedPayload:
-        """Split train/validation, then Enc(pass-1 sums) over the training rows."""
+    def stats_sums(self, schema: AgreedSchema) -> float:
+        """Split train/validation, then stage the pass-1 sums over the training rows."""
         if self._raw is None:
             raise DataError(f"silo {self.name!r}: describe() has not loaded valid data")
         spec = self.spec.data
@@ -147,15 +180,13 @@ class SiloWorker:
         self._schema = schema
         self._train_frame = frame.iloc[train].reset_index(drop=True)
         self._val_frame = frame.iloc[val].reset_index(drop=True)
-        return encode_weighted(self._require_codec(), local_sums(self._train_frame, schema), 1.0)
+        return self._stage(local_sums(self._train_frame, schema), 1.0, exact=True)
 
-    def stats_squares(self, sums: Payload) -> WeightedPayload:
+    def stats_squares(self, sums: Payload) -> float:
         assert self._schema is not None and self._train_frame is not None
         self._sums = self._require_codec().decode(sums)
         means = global_means(self._schema, self._sums)
-        return encode_weighted(
-            self._require_codec(), local_squares(self._train_frame, self._schema, means), 1.0
-        )
+        return self._stage(local_squares(self._train_frame, self._schema, means), 1.0, exact=True)
 
     def finish_preprocessing(self, squares: Payload) -> SiloReady:
         assert self._schema is not None and self._sums is not None
@@ -198,9 +229,10 @@ class SiloWorker:
         return evaluate(self._model, self._x_val, self._y_val, self._pre.binary, self.device, self.name)
 
     def fit(self, ins: FitIns) -> FitRes:
-        """Score the incoming global model, train locally, return Enc(n_k * w_k)."""
+        """Score the incoming global model, train locally, stage n_k * w_k for `encode_staged`."""
         assert self._pre is not None
         start = time.perf_counter()
+        self._staged = None
         self._load_global(ins.global_payload)
         evaluation = self._evaluate()
         round_seed = zlib.crc32(f"{ins.config.seed}/{ins.round}/{self.name}".encode())
@@ -208,18 +240,15 @@ class SiloWorker:
             self._model, self._x_train, self._y_train, ins.config, self._pre.binary, self.device, round_seed
         )
         weights = get_flat(self._model)
+        seconds = time.perf_counter() - start
+        examples = len(self._y_train)
         if not np.all(np.isfinite(weights)):
             return FitRes(
-                self.name,
-                ins.round,
-                None,
-                loss,
-                evaluation,
-                time.perf_counter() - start,
-                error="local update has NaN or infinite weights (learning rate too high?)",
-            )
-        update = encode_weighted(self._require_codec(), weights, float(len(self._y_train)))
-        return FitRes(self.name, ins.round, update, loss, evaluation, time.perf_counter() - start)
+                self.name, ins.round, examples=examples, train_loss=loss, evaluation=evaluation,
+                seconds=seconds, error="local update has NaN or infinite weights (learning rate too high?)",
+            )  # fmt: skip
+        hint = self._stage(weights, float(examples), exact=False)
+        return FitRes(self.name, ins.round, hint, examples, loss, evaluation, seconds)
 
     def evaluate(self, payload: Payload | None) -> Evaluation:
         self._load_global(payload)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from privacy.params import HEConfig
+
 MissingPolicy = Literal["drop", "impute"]
 
 
@@ -39,6 +41,8 @@ class SiloSpec:
     path: str  # absolute, or relative to the silo process's working directory
     data: DataSpec
     model: ModelSpec
-    he: str = "ckks"  # codec name: ckks | off
+    he: HEConfig = field(default_factory=HEConfig)
+    # Out-of-band keys (`fedsilo keys init`): the secret key file on this silo's node.
+    # None: a fresh key set is made for the run and shared between silos sealed.
+    he_secret_path: str | None = None
     seed: int = 0
-    extra: dict[str, str] = field(default_factory=dict)

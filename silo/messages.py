@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from privacy.aggregate import WeightedPayload
 from privacy.codec import Payload
 
 
@@ -52,9 +51,13 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class FitRes:
+    """Phase 1 of a round: metrics and the silo's proposed range. The update itself stays
+    staged in the silo until the orchestrator asks for it with the agreed range."""
+
     silo: str
     round: int
-    update: WeightedPayload | None  # Enc(n_k * w_k), weight n_k
+    bound_hint: float = 0.0  # see privacy.aggregate.bound_hint
+    examples: int = 0  # training rows: the aggregation weight
     train_loss: float = float("nan")
     evaluation: Evaluation | None = None  # the incoming global model on local validation
     seconds: float = 0.0
@@ -65,11 +68,21 @@ class FitRes:
 
 
 @dataclass(frozen=True)
+class SiloKeys:
+    """A silo's public keys, registered by the orchestrator at set-up."""
+
+    sealing: bytes  # X25519: peers seal the HE secret key to it
+    signing: bytes  # Ed25519: every update this silo sends is signed with its private half
+    he_key_id: str = ""  # fingerprint of a provisioned HE key ("" until keys are exchanged)
+
+
+@dataclass(frozen=True)
 class KeyBundle:
     """What the key-generating silo hands the orchestrator: nothing it can decrypt with."""
 
-    public_context: bytes
-    sealed: dict[str, bytes]  # peer silo -> secret context sealed to that silo's X25519 key
+    public_context: bytes  # encryption parameters only
+    key_id: str  # fingerprint of the secret key, to refuse ciphertexts under another key
+    sealed: dict[str, bytes]  # peer silo -> secret key sealed to that silo's X25519 key
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -12,24 +13,35 @@ from orchestrator.actor import Orchestrator
 from orchestrator.errors import RoundFailed, SchemaMismatch, SetupFailed
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import FedAvg, FedProx
+from privacy.aggregate import encode_weighted
+from privacy.packed import PackedKeys
+from privacy.params import HEConfig, PackedParams
+from privacy.sealing import SealError, SealingKey
+from privacy.signing import SignedUpdate, UpdateSigner
 from silo.actor import SiloWorker
 from silo.config import DataSpec, ModelSpec, SiloSpec
+from silo.messages import KeyBundle
 from tests.conftest import synthetic_silo
 
 DATA = DataSpec(target="y", categorical=("color",))
 
 
 def _start(
-    namespace: str, paths: dict[str, Path], he: str = "ckks", min_silos: int = 2, strategy: Any = None
+    namespace: str,
+    paths: dict[str, Path],
+    he: str = "packed",
+    min_silos: int = 2,
+    strategy: Any = None,
+    classes: dict[str, type[SiloWorker]] | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    silo_cls = ray.remote(num_cpus=0.1)(SiloWorker)
+    config = HEConfig(scheme=he, packed=PackedParams(max_silos=max(2, len(paths))))
     silos = {
-        name: silo_cls.options(name=f"silo:{name}", namespace=namespace).remote(
-            SiloSpec(name=name, path=str(path), data=DATA, model=ModelSpec("logistic"), he=he)
-        )
+        name: ray.remote(num_cpus=0.1)((classes or {}).get(name, SiloWorker))
+        .options(name=f"silo:{name}", namespace=namespace)
+        .remote(SiloSpec(name=name, path=str(path), data=DATA, model=ModelSpec("logistic"), he=config))
         for name, path in paths.items()
     }
-    settings = OrchestratorSettings(min_silos=min_silos, round_timeout_s=60, he=he, setup_timeout_s=120)
+    settings = OrchestratorSettings(min_silos=min_silos, round_timeout_s=60, he=config, setup_timeout_s=120)
     orchestrator = (
         ray.remote(num_cpus=0.1)(Orchestrator)
         .options(name="orchestrator", namespace=namespace)
@@ -49,21 +61,26 @@ def three_silos(write_table) -> dict[str, Path]:
             enumerate([("north", 80), ("south", 60), ("east", 40)])}  # fmt: skip
 
 
-def test_encrypted_rounds_with_a_public_only_orchestrator(ray_local, namespace, three_silos) -> None:
+@pytest.mark.parametrize("he", ["packed", "ckks"])
+def test_encrypted_rounds_with_a_public_only_orchestrator(ray_local, namespace, three_silos, he: str) -> None:
     # Prepare
-    silos, orchestrator = _start(namespace, three_silos)
+    silos, orchestrator = _start(namespace, three_silos, he=he)
     try:
         # Execute
         setup = ray.get(orchestrator.setup.remote())
         records = [ray.get(orchestrator.run_round.remote(r)) for r in (1, 2, 3)]
         final = ray.get(orchestrator.evaluate.remote())
         # Assert: the orchestrator holds parameters only and cannot decrypt
-        import tenseal as ts
-
         assert ray.get(orchestrator.can_decrypt.remote()) is False
-        public = ts.context_from(ray.get(orchestrator.public_context.remote()))
-        assert not public.is_private() and not public.has_galois_keys()
-        assert setup.codec["scheme"] == "ckks" and setup.n_parameters == (2 + 3) + 1
+        public = ray.get(orchestrator.public_context.remote())
+        if he == "ckks":
+            import tenseal as ts
+
+            context = ts.context_from(public)
+            assert not context.is_private() and not context.has_galois_keys()
+        else:
+            assert len(public) < 200  # BFV encryption parameters only
+        assert setup.codec["scheme"] == he and setup.n_parameters == (2 + 3) + 1
         assert all(sorted(r.participants) == ["east", "north", "south"] for r in records)
         assert records[0].bytes_down == 0 and records[1].bytes_down > 0
         assert records[0].incoming is not None and records[0].incoming.after_round == 0
@@ -130,11 +147,12 @@ def test_setup_failed_is_a_clean_domain_error(ray_local, namespace, write_table)
     paths = {"a": write_table("a", synthetic_silo(30, seed=1)), "b": write_table("b", holes)}
     data = DataSpec(target="y", categorical=("color",), missing="drop")
     silo_cls = ray.remote(num_cpus=0.1)(SiloWorker)
+    off = HEConfig(scheme="off")
     silos = {
-        n: silo_cls.options(namespace=namespace).remote(SiloSpec(n, str(p), data, ModelSpec(), he="off"))
+        n: silo_cls.options(namespace=namespace).remote(SiloSpec(n, str(p), data, ModelSpec(), he=off))
         for n, p in paths.items()
     }
-    settings = OrchestratorSettings(min_silos=1, round_timeout_s=60, he="off")
+    settings = OrchestratorSettings(min_silos=1, round_timeout_s=60, he=off)
     orchestrator = ray.remote(num_cpus=0.1)(Orchestrator).remote(silos, FedAvg(), settings)
     try:
         # Execute
@@ -153,20 +171,99 @@ def test_silo_never_hands_out_its_secret(ray_local, namespace, three_silos) -> N
     """The key bundle a silo gives the orchestrator opens for no one but its peers."""
     silos, orchestrator = _start(namespace, three_silos)
     try:
-        from privacy.sealing import SealError, SealingKey
-        from silo.messages import KeyBundle
-
         outsider = SealingKey.generate()
-        publics = {n: ray.get(h.sealing_public_key.remote()) for n, h in silos.items()}
+        publics = {n: ray.get(h.public_keys.remote()).sealing for n, h in silos.items()}
         bundle: KeyBundle = ray.get(silos["north"].generate_he_keys.remote(publics))
         assert set(bundle.sealed) == {"south", "east"}
-        import tenseal as ts
-
-        assert not ts.context_from(bundle.public_context).is_private()
+        assert len(bundle.public_context) < 200
         for sealed in bundle.sealed.values():
             with pytest.raises(SealError):
                 outsider.open(sealed, b"fedsilo/he-secret-context/south")
         with pytest.raises(SealError, match="does not open"):
             ray.get(silos["south"].install_he_keys.remote(bundle.sealed["east"]))
+    finally:
+        _cleanup(silos, orchestrator)
+
+
+# -- silos that misbehave in rounds (honest during set-up) ----------------------------------
+
+
+class Replaying(SiloWorker):
+    """Sends round 1's signed update again in round 2."""
+
+    def encode_staged(self, tag: str, bound: float) -> SignedUpdate:
+        update = super().encode_staged(tag, bound)
+        if tag.startswith("stats"):
+            return update
+        previous = getattr(self, "_previous", None)
+        self._previous = update
+        return previous or update
+
+
+class Tampering(SiloWorker):
+    """Swaps the payload after signing."""
+
+    def encode_staged(self, tag: str, bound: float) -> SignedUpdate:
+        update = super().encode_staged(tag, bound)
+        if tag.startswith("stats"):
+            return update
+        forged = encode_weighted(
+            self._require_codec(), [0.0] * update.item.payload.length, 1.0, bound=bound, tag=tag
+        )
+        return dataclasses.replace(update, item=forged)
+
+
+class Impostor(SiloWorker):
+    """Signs with a key it never registered."""
+
+    def encode_staged(self, tag: str, bound: float) -> SignedUpdate:
+        update = super().encode_staged(tag, bound)
+        return (
+            update if tag.startswith("stats") else UpdateSigner.generate().sign(self.name, tag, update.item)
+        )
+
+
+class Unsigned(SiloWorker):
+    def encode_staged(self, tag: str, bound: float) -> SignedUpdate:
+        update = super().encode_staged(tag, bound)
+        return update if tag.startswith("stats") else dataclasses.replace(update, signature=b"")
+
+
+class WrongKey(SiloWorker):
+    """Encrypts its round updates under an HE key of its own (signed properly)."""
+
+    def encode_staged(self, tag: str, bound: float) -> SignedUpdate:
+        if tag.startswith("stats"):
+            return super().encode_staged(tag, bound)
+        assert self._staged is not None
+        values, weight, _ = self._staged
+        stranger = PackedKeys.generate(self.spec.he.packed).codec()
+        return self._signer.sign(
+            self.name, tag, encode_weighted(stranger, values, weight, bound=bound, tag=tag)
+        )
+
+
+def test_bad_updates_are_refused_by_name_and_the_round_goes_on(ray_local, namespace, write_table) -> None:
+    # Prepare: two honest silos and five that misbehave once rounds start
+    kinds = {"replay": Replaying, "tamper": Tampering, "impostor": Impostor, "unsigned": Unsigned,
+             "wrongkey": WrongKey}  # fmt: skip
+    names = ["honest-a", "honest-b", *kinds]
+    paths = {name: write_table(name, synthetic_silo(40, seed=i)) for i, name in enumerate(names)}
+    silos, orchestrator = _start(namespace, paths, min_silos=2, classes=kinds)
+    try:
+        ray.get(orchestrator.setup.remote())
+        # Execute
+        first = ray.get(orchestrator.run_round.remote(1))
+        second = ray.get(orchestrator.run_round.remote(2))
+        # Assert
+        assert sorted(first.participants) == ["honest-a", "honest-b", "replay"]
+        assert sorted(second.participants) == ["honest-a", "honest-b"]
+        reasons = {f.silo: f.reason for f in second.failures}
+        assert "made for 'round-1/replay', expected 'round-2/replay' (replayed?)" in reasons["replay"]
+        assert "bad signature" in reasons["tamper"] and "bad signature" in reasons["impostor"]
+        assert "not signed" in reasons["unsigned"]
+        assert "encrypted under another key" in reasons["wrongkey"]
+        final = ray.get(orchestrator.evaluate.remote())
+        assert final.accuracy > 0.6
     finally:
         _cleanup(silos, orchestrator)

@@ -1,7 +1,7 @@
 """The CLI end to end, as a new user runs it: real Ray, real TenSEAL, a real MLflow store.
 
-Two federations run once per module (the bundled example with CKKS, and the same
-pipeline in plaintext); the tests read what they left behind.
+Three federations run once per module (the bundled example as shipped, with the packed
+codec; the same pipeline with CKKS; and in plaintext); the tests read what they left behind.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def fedsilo(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPr
 @dataclass(frozen=True)
 class Runs:
     folder: Path
-    he: dict
+    he: dict  # the bundled example as shipped: he = "packed"
+    ckks: dict
     plain: dict
     he_output: str
 
@@ -49,17 +50,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     folder = tmp_path_factory.mktemp("cli")
     he = fedsilo("run", "--rounds", str(ROUNDS), "--summary-json", "he.json", cwd=folder)
     assert he.returncode == 0, he.stderr[-3000:]
-    plain_pipeline = folder / "plain.toml"
-    plain_pipeline.write_text(example_pipeline_text(he='"off"'))
-    plain = fedsilo("run", str(plain_pipeline), "--rounds", str(ROUNDS), "--summary-json", "plain.json",
-                    cwd=folder)  # fmt: skip
-    assert plain.returncode == 0, plain.stderr[-3000:]
-    return Runs(
-        folder,
-        json.loads((folder / "he.json").read_text()),
-        json.loads((folder / "plain.json").read_text()),
-        he.stdout,
-    )
+    for scheme in ("ckks", "off"):
+        pipeline = folder / f"{scheme}.toml"
+        pipeline.write_text(example_pipeline_text(he=f'"{scheme}"'))
+        result = fedsilo("run", str(pipeline), "--rounds", str(ROUNDS), "--summary-json", f"{scheme}.json",
+                         cwd=folder)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+    summaries = {name: json.loads((folder / f"{name}.json").read_text()) for name in ("he", "ckks", "off")}
+    return Runs(folder, summaries["he"], summaries["ckks"], summaries["off"], he.stdout)
 
 
 def _mlflow(runs: Runs):
@@ -72,7 +70,7 @@ def _mlflow(runs: Runs):
 def test_summary_json_has_every_field(runs: Runs) -> None:
     s = runs.he
     assert s["run_id"] and s["tracking_uri"] == f"sqlite:///{runs.folder / 'mlruns.db'}"
-    assert s["experiment"] == "heart-disease" and s["he"] == "ckks"
+    assert s["experiment"] == "heart-disease" and s["he"] == "packed"
     assert s["rounds"] == ROUNDS and s["rounds_completed"] == ROUNDS
     assert s["silos"] == ["cleveland", "hungary", "switzerland", "long-beach"]
     assert set(s["final"]) >= {"global_val_accuracy", "global_val_loss"}
@@ -83,7 +81,7 @@ def test_summary_json_has_every_field(runs: Runs) -> None:
     assert s["per_round"][0]["bytes_down"] == 0 and s["per_round"][1]["bytes_down"] > 0
     assert s["registered_model"]["name"] == MODEL and s["registered_model"]["alias"] == "challenger"
     assert s["model_parameters"] == 23
-    assert runs.plain["he"] == "off"
+    assert runs.plain["he"] == "off" and runs.ckks["he"] == "ckks"
 
 
 def test_progress_and_summary_table_are_printed(runs: Runs) -> None:
@@ -91,22 +89,30 @@ def test_progress_and_summary_table_are_printed(runs: Runs) -> None:
     assert "global" in runs.he_output and "registered heart-disease-classifier version" in runs.he_output
 
 
-def test_encrypted_run_ends_with_the_plaintext_model(runs: Runs) -> None:
+def _weights(runs: Runs, summary: dict) -> np.ndarray:
     mlflow = _mlflow(runs)
+    version = summary["registered_model"]["version"]
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}").unwrap_python_model()
+    return np.concatenate([t.detach().numpy().ravel() for t in model.program.state_dict.values()])
 
-    def weights(version: str) -> np.ndarray:
-        model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}").unwrap_python_model()
-        return np.concatenate([t.detach().numpy().ravel() for t in model.program.state_dict.values()])
 
-    he, plain = (
-        weights(runs.he["registered_model"]["version"]),
-        weights(runs.plain["registered_model"]["version"]),
-    )
-    assert np.abs(he - plain).max() < 1e-4
-    assert runs.he["final"]["global_val_accuracy"] == runs.plain["final"]["global_val_accuracy"]
-    he_up = np.mean([r["bytes_up"] for r in runs.he["per_round"]])
-    plain_up = np.mean([r["bytes_up"] for r in runs.plain["per_round"]])
-    assert plain_up == 4 * 23 * 8 and he_up > plain_up  # float64 plaintext vs ciphertexts
+def test_ckks_run_ends_with_the_plaintext_model(runs: Runs) -> None:
+    assert np.abs(_weights(runs, runs.ckks) - _weights(runs, runs.plain)).max() < 1e-4
+    assert runs.ckks["final"]["global_val_accuracy"] == runs.plain["final"]["global_val_accuracy"]
+
+
+def test_packed_run_ends_within_a_thousandth_of_the_plaintext_model(runs: Runs) -> None:
+    assert np.abs(_weights(runs, runs.he) - _weights(runs, runs.plain)).max() < 1e-3
+    gap = abs(runs.he["final"]["global_val_accuracy"] - runs.plain["final"]["global_val_accuracy"])
+    assert gap <= 0.005
+
+
+def test_bytes_per_round(runs: Runs) -> None:
+    def up(summary: dict) -> float:
+        return float(np.mean([r["bytes_up"] for r in summary["per_round"]]))
+
+    assert up(runs.plain) == 4 * 23 * 8  # float64 plaintext
+    assert up(runs.he) < up(runs.ckks) / 4  # one seeded BFV ciphertext per silo vs one CKKS one
 
 
 def test_registered_model_predicts_from_raw_columns(runs: Runs) -> None:
@@ -146,8 +152,8 @@ def test_run_has_params_metrics_tags_and_artifacts(runs: Runs) -> None:
     assert run.info.status == "FINISHED"
     assert run.data.params["training.lr"] == "0.05" and run.data.params["silos.0.name"] == "cleveland"
     tags = run.data.tags
-    assert tags["fedsilo.he.scheme"] == "ckks" and tags["fedsilo.he.poly_modulus_degree"] == "8192"
-    assert tags["fedsilo.he.galois_keys"] == "none"
+    assert tags["fedsilo.he.scheme"] == "packed" and tags["fedsilo.he.poly_modulus_degree"] == "4096"
+    assert tags["fedsilo.he.value_bits"] == "16" and tags["fedsilo.he.lanes"] == "3"
     assert tags["fedsilo.silos"] == "cleveland,hungary,switzerland,long-beach"
     accuracy = client.get_metric_history(run.info.run_id, "global/val_accuracy")
     assert sorted(m.step for m in accuracy) == list(range(0, ROUNDS + 1))
@@ -160,7 +166,7 @@ def test_run_has_params_metrics_tags_and_artifacts(runs: Runs) -> None:
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"pipeline.toml", "metrics.png", "model_card.md", "summary.json"} <= artifacts
     card = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_card.md")
-    assert "CKKS" in card and "cleveland" in card
+    assert "packed" in card and "cleveland" in card
 
 
 def test_validate_the_bundled_example() -> None:

@@ -38,7 +38,7 @@ def _problems(text: str) -> list[str]:
 def test_defaults_and_relative_paths() -> None:
     loaded = parse_pipeline(GOOD, Path("/pipes/pipeline.toml"))
     spec = loaded.spec
-    assert spec.privacy.he == "ckks" and spec.training.strategy == "fedavg"
+    assert spec.privacy.he == "packed" and spec.training.strategy == "fedavg"
     assert spec.experiment == "demo" and spec.registered_model == "demo-model" and spec.publisher == "a"
     assert loaded.silo_path(spec.silos[0]) == "/pipes/a.csv"
     assert loaded.silo_path(spec.silos[1]) == "/data/b.parquet"
@@ -47,7 +47,7 @@ def test_defaults_and_relative_paths() -> None:
 def test_bundled_example_is_valid() -> None:
     spec = load_pipeline(bundled_example()).spec
     assert [s.name for s in spec.silos] == ["cleveland", "hungary", "switzerland", "long-beach"]
-    assert spec.privacy.he == "ckks"
+    assert spec.privacy.he == "packed"
 
 
 def test_unknown_field_names_line_and_field() -> None:
@@ -75,7 +75,7 @@ def test_missing_required_field_points_at_its_table() -> None:
 
 def test_choices_are_listed() -> None:
     (problem,) = _problems(GOOD + '\n[privacy]\nhe = "paillier"\n')
-    assert problem.startswith("pipeline.toml:20: privacy.he: Input should be 'ckks' or 'off'")
+    assert problem.startswith("pipeline.toml:20: privacy.he: Input should be 'packed', 'ckks' or 'off'")
 
 
 def test_duplicate_silo_names() -> None:
@@ -121,3 +121,26 @@ def test_ckks_parameters_beyond_128_bit_security_are_refused() -> None:
     (problem,) = _problems(text)
     assert "add up to 160 bits; poly_modulus_degree = 4096 allows at most 109" in problem
     assert problem.startswith("pipeline.toml:19: privacy.ckks:") and "(got" not in problem
+
+
+def test_packed_is_the_default_with_headroom_for_the_silos_listed() -> None:
+    from pipelines import build
+
+    loaded = parse_pipeline(GOOD, Path("/pipes/pipeline.toml"))
+    config = build.he_config(loaded)
+    assert config.scheme == "packed" and config.packed.max_silos == 2 and config.packed.lanes == 3
+
+
+def test_packed_headroom_below_the_silos_listed_is_refused() -> None:
+    (problem,) = _problems(GOOD + "\n[privacy.packed]\nmax_silos = 1\n")
+    assert "privacy.packed.max_silos = 1 but 2 silos are listed" in problem
+
+
+def test_packed_values_that_cannot_fit_are_refused() -> None:
+    (problem,) = _problems(GOOD + "\n[privacy.packed]\nvalue_bits = 32\nplain_modulus_bits = 30\n")
+    assert "32-bit values with headroom for 2 silos do not fit a 30-bit plain modulus" in problem
+
+
+def test_keys_with_he_off_is_refused() -> None:
+    (problem,) = _problems(GOOD + '\n[privacy]\nhe = "off"\nkeys = "keys"\n')
+    assert "privacy.keys is set but privacy.he = 'off' uses no keys" in problem

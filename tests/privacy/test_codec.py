@@ -23,7 +23,7 @@ def keys() -> CKKSKeys:
 
 @pytest.fixture(scope="module")
 def orchestrator_codec(keys: CKKSKeys) -> CKKSCodec:
-    return public_codec(keys.public_bytes(), keys.params)
+    return public_codec(keys.public_bytes(), keys.params, keys.key_id)
 
 
 def _silo_updates(draw: st.DrawFn, max_len: int, max_silos: int) -> tuple[list[np.ndarray], list[float]]:
@@ -122,7 +122,7 @@ def test_public_context_carries_no_keys(keys: CKKSKeys) -> None:
 
 def test_orchestrator_refuses_a_secret_context(keys: CKKSKeys) -> None:
     with pytest.raises(CodecError, match="secret key"):
-        public_codec(keys.secret_bytes(), keys.params)
+        public_codec(keys.secret_bytes(), keys.params, keys.key_id)
 
 
 def test_secret_keys_refuse_to_pickle(keys: CKKSKeys) -> None:
@@ -136,6 +136,12 @@ def test_payload_of_another_codec_is_refused(keys: CKKSKeys, orchestrator_codec:
         orchestrator_codec.add(keys.codec().encode([1.0, 2.0]), plain)
 
 
+def test_ckks_ciphertext_under_another_key_is_refused(keys: CKKSKeys, orchestrator_codec: CKKSCodec) -> None:
+    stranger = CKKSKeys.generate().codec().encode([1.0])
+    with pytest.raises(CodecError, match="encrypted under another key"):
+        orchestrator_codec.add(keys.codec().encode([1.0]), stranger)
+
+
 def test_payload_of_wrong_length_is_refused(keys: CKKSKeys, orchestrator_codec: CKKSCodec) -> None:
     silo = keys.codec()
     with pytest.raises(CodecError, match="holds 3 values, expected 2"):
@@ -143,7 +149,7 @@ def test_payload_of_wrong_length_is_refused(keys: CKKSKeys, orchestrator_codec: 
 
 
 def test_garbage_ciphertext_is_refused(orchestrator_codec: CKKSCodec) -> None:
-    garbage = Payload("ckks", (b"not a ciphertext",), 1)
+    garbage = Payload("ckks", (b"not a ciphertext",), 1, key_id=orchestrator_codec.key_id)
     with pytest.raises(CodecError, match="unreadable CKKS ciphertext"):
         orchestrator_codec.scale(garbage, 0.5)
 

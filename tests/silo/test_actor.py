@@ -11,7 +11,10 @@ import pytest
 from orchestrator.schema import agree
 from privacy.aggregate import WeightedSum
 from privacy.codec import Codec, PlainCodec
+from privacy.params import HEConfig
+from privacy.schemes import public_codec
 from privacy.sealing import SealError
+from privacy.signing import verify_update
 from silo.actor import SiloWorker
 from silo.config import DataSpec, ModelSpec, SiloSpec
 from silo.messages import FitConfig, FitIns
@@ -27,36 +30,41 @@ def _three_classes(rows: int, seed: int) -> pd.DataFrame:
     return frame
 
 
+def _sum(codec: Codec, silos: list[SiloWorker], hints: list[float], phase: str) -> WeightedSum:
+    """What the orchestrator does: agree the largest range, add the signed encodings."""
+    running = WeightedSum(codec)
+    bound = max(hints)
+    for s in silos:
+        update = s.encode_staged(f"{phase}/{s.name}", bound)
+        running.add(verify_update(update, s.name, f"{phase}/{s.name}", s.public_keys().signing))
+    return running
+
+
 def _ready(paths: list[Path], data: DataSpec, he: str = "off", model: str = "logistic") -> list[SiloWorker]:
-    """describe -> keys -> two statistics passes -> finish, with the orchestrator's sums done here."""
+    """describe -> keys -> two statistics passes -> finish, with the orchestrator's part done here."""
+    config = HEConfig(scheme=he)
     silos = [
-        SiloWorker(SiloSpec(f"s{i}", str(p), data, ModelSpec(model), he=he)) for i, p in enumerate(paths)
+        SiloWorker(SiloSpec(f"s{i}", str(p), data, ModelSpec(model), he=config)) for i, p in enumerate(paths)
     ]
     schema = agree([s.describe() for s in silos])
     codec: Codec = PlainCodec()
-    if he == "ckks":
-        bundle = silos[0].generate_he_keys({s.name: s.sealing_public_key() for s in silos})
+    if he != "off":
+        bundle = silos[0].generate_he_keys({s.name: s.public_keys().sealing for s in silos})
         for s in silos[1:]:
-            s.install_he_keys(bundle.sealed[s.name])
-        codec = silos[0]._require_codec()
-    sums, squares = WeightedSum(codec), WeightedSum(codec)
+            assert s.install_he_keys(bundle.sealed[s.name]) == bundle.key_id
+        codec = public_codec(config, bundle.public_context, bundle.key_id)
+    sums = _sum(codec, silos, [s.stats_sums(schema) for s in silos], "stats-1").total()
+    squares = _sum(codec, silos, [s.stats_squares(sums) for s in silos], "stats-2").total()
     for s in silos:
-        sums.add(s.stats_sums(schema))
-    for s in silos:
-        squares.add(s.stats_squares(sums.total()))
-    for s in silos:
-        s.finish_preprocessing(squares.total())
+        s.finish_preprocessing(squares)
     return silos
 
 
 def _round(silos: list[SiloWorker], r: int, payload=None, codec: Codec | None = None):
-    codec = codec or PlainCodec()
-    running = WeightedSum(codec)
     results = [s.fit(FitIns(r, payload, CONFIG)) for s in silos]
     for res in results:
         assert not res.has_error(), res.error
-        assert res.update is not None
-        running.add(res.update)
+    running = _sum(codec or PlainCodec(), silos, [res.bound_hint for res in results], f"round-{r}")
     return results, running.mean()
 
 
@@ -69,7 +77,7 @@ def test_binary_silos_learn_together(write_table) -> None:
     final = [s.evaluate(payload) for s in silos]
     assert sum(e.correct for e in final) / sum(e.examples for e in final) > 0.8
     assert all(e.positive_hist is not None for e in final)
-    assert results[0].update is not None and results[0].update.weight == len(silos[0]._y_train)
+    assert results[0].examples == len(silos[0]._y_train) and results[0].bound_hint > 0
 
 
 def test_three_classes(write_table) -> None:
@@ -84,9 +92,10 @@ def test_three_classes(write_table) -> None:
     assert sum(e.correct for e in evaluations) / sum(e.examples for e in evaluations) > 0.6
 
 
-def test_every_silo_builds_the_same_preprocessing_under_ckks(write_table) -> None:
+@pytest.mark.parametrize("he", ["packed", "ckks"])
+def test_every_silo_builds_the_same_preprocessing_under_he(write_table, he: str) -> None:
     paths = [write_table(f"c{i}", synthetic_silo(n, seed=i)) for i, n in enumerate([60, 40, 30])]
-    silos = _ready(paths, BINARY, he="ckks")
+    silos = _ready(paths, BINARY, he=he)
     first = silos[0]._pre
     assert all(s._pre == first for s in silos[1:])
     pooled = pd.concat([s._train_frame for s in silos])  # test-only: what pooling would give
@@ -95,18 +104,19 @@ def test_every_silo_builds_the_same_preprocessing_under_ckks(write_table) -> Non
 
 def test_a_sealed_key_for_another_silo_does_not_install(write_table) -> None:
     paths = [write_table(f"k{i}", synthetic_silo(30, seed=i)) for i in range(3)]
-    a, b, c = (
-        SiloWorker(SiloSpec(f"s{i}", str(p), BINARY, ModelSpec(), he="ckks")) for i, p in enumerate(paths)
-    )
-    bundle = a.generate_he_keys({s.name: s.sealing_public_key() for s in (a, b, c)})
+    a, b, c = (SiloWorker(SiloSpec(f"s{i}", str(p), BINARY, ModelSpec())) for i, p in enumerate(paths))
+    bundle = a.generate_he_keys({s.name: s.public_keys().sealing for s in (a, b, c)})
     with pytest.raises(SealError):
         b.install_he_keys(bundle.sealed["s2"])
-    c.install_he_keys(bundle.sealed["s2"])
-    assert c._require_codec().decode(a._require_codec().encode([1.5]))[0] == pytest.approx(1.5)
+    assert c.install_he_keys(bundle.sealed["s2"]) == bundle.key_id
+    encoded = a._require_codec().encode([1.5], bound=2.0, tag="x")
+    assert c._require_codec().decode(encoded)[0] == pytest.approx(1.5, abs=1e-4)
 
 
 def test_a_non_finite_update_is_refused_by_the_silo(write_table) -> None:
     silos = _ready([write_table("n", synthetic_silo(60, seed=3))], BINARY)
     res = silos[0].fit(FitIns(1, None, FitConfig(local_epochs=1, batch_size=8, lr=float("inf"))))
-    assert res.has_error() and res.update is None
+    assert res.has_error() and res.bound_hint == 0.0
+    with pytest.raises(RuntimeError, match="nothing staged"):
+        silos[0].encode_staged("round-1/s0", 1.0)
     assert res.error == "local update has NaN or infinite weights (learning rate too high?)"

@@ -1,0 +1,290 @@
+"""The packed codec: quantized updates, several values per BFV slot, seeded ciphertexts.
+
+BatchCrypt's idea on SEAL's BFV (through ``tenseal.sealapi``): each value is quantized
+to ``value_bits`` with a range (``bound``) shared by every silo, offset to an unsigned
+integer, and ``lanes`` values share one plaintext slot, each lane with headroom bits so
+that the sum of up to ``max_silos`` silos never carries into the next lane. Silos
+encrypt with the secret key (symmetric BFV), which SEAL serializes as a seed plus one
+polynomial: half a ciphertext on the way up. The orchestrator adds ciphertexts with
+the encryption parameters alone and cannot decrypt; scaling by 1/sum(n) is recorded in
+the payload and applied by the silos after decryption.
+
+Rounding is subtractively dithered: each encoding adds a pseudo-random offset in
+[-1/2, 1/2) steps before rounding, drawn from a key that only silos hold and the
+encoding's tag, and the decoder removes the sum of those offsets. The error of every
+value is then uniform in half a step either way and independent of the value: unbiased,
+like stochastic rounding, and never more than half a step.
+
+    python -c "from privacy.packed import PackedKeys; k = PackedKeys.generate(); c = k.codec(); \
+print(c.decode(c.add(c.encode([0.5, -1.0], bound=2, tag='a'), c.encode([1.5, 0.25], bound=2, tag='b'))))"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tenseal.sealapi as seal
+
+from privacy.codec import CodecError, Payload, check_payload
+from privacy.params import PackedParams
+
+# float64 holds integers exactly up to 2^53: the exact (statistics) layout stays below.
+MAX_EXACT_BITS = 52
+
+
+class _SealFiles:
+    """SEAL objects to and from bytes. The bindings only save to and load from paths, so this
+    goes through a private folder (on tmpfs where there is one) that is removed with it."""
+
+    def __init__(self) -> None:
+        shm = Path("/dev/shm")
+        base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+        self._dir = Path(tempfile.mkdtemp(prefix="fedsilo-seal-", dir=base))  # mode 0700
+        weakref.finalize(self, shutil.rmtree, str(self._dir), True)
+
+    def dump(self, obj: Any) -> bytes:
+        path = self._dir / uuid.uuid4().hex
+        try:
+            obj.save(str(path))
+            return path.read_bytes()
+        finally:
+            path.unlink(missing_ok=True)
+
+    def load(self, obj: Any, context: Any, data: bytes) -> Any:
+        path = self._dir / uuid.uuid4().hex
+        try:
+            path.write_bytes(data)
+            if context is None:
+                obj.load(str(path))
+            else:
+                obj.load(context, str(path))
+            return obj
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _encryption_parameters(params: PackedParams) -> seal.EncryptionParameters:
+    params.check()
+    parms = seal.EncryptionParameters(seal.SCHEME_TYPE.BFV)
+    parms.set_poly_modulus_degree(params.poly_modulus_degree)
+    parms.set_coeff_modulus(
+        seal.CoeffModulus.BFVDefault(params.poly_modulus_degree, seal.SEC_LEVEL_TYPE.TC128)
+    )
+    parms.set_plain_modulus(seal.PlainModulus.Batching(params.poly_modulus_degree, params.plain_modulus_bits))
+    return parms
+
+
+def _context(parms: seal.EncryptionParameters) -> seal.SEALContext:
+    context = seal.SEALContext(parms, True, seal.SEC_LEVEL_TYPE.TC128)
+    if not context.parameters_set():
+        raise CodecError(f"invalid BFV parameters: {context.parameters_error_message()}")
+    return context
+
+
+class PackedCodec:
+    """Encode/add/scale/decode for packed BFV. Without a secret key it can only add and scale."""
+
+    name = "packed"
+
+    def __init__(
+        self,
+        params: PackedParams,
+        parms: seal.EncryptionParameters,
+        key_id: str,
+        secret: seal.SecretKey | None = None,
+        dither_key: bytes = b"",
+    ) -> None:
+        self.params = params
+        self.key_id = key_id
+        self._files = _SealFiles()
+        self._context = _context(parms)
+        self._evaluator = seal.Evaluator(self._context)
+        self._encoder = seal.BatchEncoder(self._context)
+        self._encryptor = seal.Encryptor(self._context, secret) if secret is not None else None
+        self._decryptor = seal.Decryptor(self._context, secret) if secret is not None else None
+        self._dither_key = dither_key
+        self._slots = params.poly_modulus_degree
+
+    @property
+    def can_decrypt(self) -> bool:
+        return self._decryptor is not None
+
+    def _layout(self, exact: bool) -> tuple[int, int, int]:
+        """(value bits, lanes per slot, bits per lane)."""
+        p = self.params
+        if exact:
+            bits = min(MAX_EXACT_BITS, p.exact_value_bits)
+            return bits, 1, bits + p.headroom_bits
+        return p.value_bits, p.lanes, p.lane_bits
+
+    def _dither(self, tag: str, n: int) -> np.ndarray:
+        digest = hashlib.blake2b(tag.encode(), key=self._dither_key, digest_size=16).digest()
+        rng = np.random.Generator(np.random.PCG64(int.from_bytes(digest, "little")))
+        return rng.random(n) - 0.5
+
+    def encode(
+        self,
+        values: Sequence[float] | np.ndarray,
+        *,
+        bound: float | None = None,
+        tag: str = "",
+        exact: bool = False,
+    ) -> Payload:
+        if self._encryptor is None:
+            raise CodecError("this context holds no secret key and cannot encrypt")
+        x = np.asarray(values, dtype=np.float64).ravel()
+        if not np.all(np.isfinite(x)):
+            raise CodecError("refusing to encrypt NaN or infinite values")
+        if bound is None or not bound > 0 or not np.isfinite(bound):
+            raise CodecError(f"the packed codec needs a positive finite bound, got {bound}")
+        if not tag:
+            raise CodecError("the packed codec needs a tag naming this encoding (it seeds the dither)")
+        bits, lanes, lane_bits = self._layout(exact)
+        levels = 2 ** (bits - 1) - 1
+        q = np.rint(np.clip(x, -bound, bound) * (levels / bound) + self._dither(tag, x.size))
+        unsigned = (q.astype(np.int64) + 2 ** (bits - 1)).astype(np.uint64)  # 1 .. 2^bits - 1
+        per_ct = lanes * self._slots
+        padded = np.zeros(max(1, -(-x.size // per_ct)) * per_ct, dtype=np.uint64)
+        padded[: x.size] = unsigned
+        shifts = (np.arange(lanes, dtype=np.uint64) * np.uint64(lane_bits))[None, :, None]
+        slots = np.bitwise_or.reduce(padded.reshape(-1, lanes, self._slots) << shifts, axis=1)
+        chunks = []
+        plain = seal.Plaintext()
+        for row in slots:
+            self._encoder.encode(row.tolist(), plain)
+            chunks.append(self._files.dump(self._encryptor.encrypt_symmetric(plain)))  # seeded: half size
+        return Payload(
+            self.name, tuple(chunks), int(x.size), bound=float(bound), layout=(bits, lanes, lane_bits),
+            terms=(tag,), key_id=self.key_id,
+        )  # fmt: skip
+
+    def _load(self, payload: Payload) -> list[seal.Ciphertext]:
+        check_payload(self.name, payload, key_id=self.key_id)
+        try:
+            return [self._files.load(seal.Ciphertext(), self._context, c) for c in payload.chunks]
+        except Exception as err:  # SEAL raises bare RuntimeError/ValueError on bad bytes
+            raise CodecError(f"unreadable BFV ciphertext: {err}") from err
+
+    def add(self, a: Payload, b: Payload) -> Payload:
+        check_payload(self.name, b, a.length, key_id=self.key_id)
+        if (a.bound, a.layout, a.scale) != (b.bound, b.layout, b.scale):
+            raise CodecError(
+                f"payloads quantized differently (bound {a.bound} vs {b.bound}, layout {a.layout} vs "
+                f"{b.layout}) cannot be added"
+            )
+        terms = a.terms + b.terms
+        if len(terms) > self.params.max_silos:
+            raise CodecError(
+                f"{len(terms)} contributions exceed the packed codec's headroom for "
+                f"{self.params.max_silos} silos (raise [privacy.packed] max_silos)"
+            )
+        sums = []
+        for x, y in zip(self._load(a), self._load(b), strict=True):
+            self._evaluator.add_inplace(x, y)
+            sums.append(self._files.dump(x))
+        return Payload(
+            self.name, tuple(sums), a.length, bound=a.bound, layout=a.layout, scale=a.scale,
+            terms=terms, key_id=a.key_id,
+        )  # fmt: skip
+
+    def scale(self, a: Payload, factor: float) -> Payload:
+        """Recorded, not computed: BFV holds integers; silos apply it after decryption."""
+        check_payload(self.name, a, key_id=self.key_id)
+        return Payload(
+            a.codec, a.chunks, a.length, bound=a.bound, layout=a.layout, scale=a.scale * factor,
+            terms=a.terms, key_id=a.key_id,
+        )  # fmt: skip
+
+    def decode(self, payload: Payload) -> np.ndarray:
+        if self._decryptor is None:
+            raise CodecError("this context holds no secret key and cannot decrypt")
+        if payload.layout is None or payload.bound is None:
+            raise CodecError("packed payload without its quantization layout")
+        bits, lanes, lane_bits = payload.layout
+        shifts = (np.arange(lanes, dtype=np.uint64) * np.uint64(lane_bits))[:, None]
+        mask = np.uint64((1 << lane_bits) - 1)
+        parts = []
+        plain = seal.Plaintext()
+        for ct in self._load(payload):
+            self._decryptor.decrypt(ct, plain)
+            slots = np.array(self._encoder.decode_uint64(plain), dtype=np.uint64)
+            parts.append(((slots[None, :] >> shifts) & mask).reshape(-1))
+        total = np.concatenate(parts)[: payload.length].astype(np.int64)
+        total -= len(payload.terms) * 2 ** (bits - 1)
+        dither = np.zeros(payload.length)
+        for tag in payload.terms:
+            dither += self._dither(tag, payload.length)
+        step = payload.bound / (2 ** (bits - 1) - 1)
+        return (total.astype(np.float64) - dither) * step * payload.scale
+
+    def describe(self) -> dict[str, str]:
+        p = self.params
+        return {
+            "scheme": "packed",
+            "poly_modulus_degree": str(p.poly_modulus_degree),
+            "coeff_mod_bit_sizes": ",".join(
+                str(m.bit_count()) for m in self._context.key_context_data().parms().coeff_modulus()
+            ),
+            "plain_modulus_bits": str(p.plain_modulus_bits),
+            "value_bits": str(p.value_bits),
+            "lanes": str(p.lanes),
+            "max_silos": str(p.max_silos),
+            "rounding": "subtractive dither",
+            "encryption": "symmetric, seeded",
+        }
+
+
+class PackedKeys:
+    """A BFV secret key. Lives only inside silo processes; never pickled."""
+
+    def __init__(self, params: PackedParams, secret: seal.SecretKey, secret_bytes: bytes) -> None:
+        self.params = params
+        self._parms = _encryption_parameters(params)
+        self._secret = secret
+        self._secret_bytes = secret_bytes
+        self.key_id = hashlib.blake2b(secret_bytes, person=b"fedsilo-key-id", digest_size=8).hexdigest()
+        self._dither_key = hashlib.blake2b(secret_bytes, person=b"fedsilo-dither", digest_size=32).digest()
+
+    @classmethod
+    def generate(cls, params: PackedParams | None = None) -> PackedKeys:
+        params = params or PackedParams()
+        context = _context(_encryption_parameters(params))
+        secret = seal.KeyGenerator(context).secret_key()
+        return cls(params, secret, _SealFiles().dump(secret))
+
+    @classmethod
+    def from_secret_bytes(cls, data: bytes, params: PackedParams) -> PackedKeys:
+        context = _context(_encryption_parameters(params))
+        try:
+            secret = _SealFiles().load(seal.SecretKey(), context, data)
+        except Exception as err:
+            raise CodecError(f"not a BFV secret key for these parameters: {err}") from err
+        return cls(params, secret, data)
+
+    def secret_bytes(self) -> bytes:
+        return self._secret_bytes
+
+    def public_bytes(self) -> bytes:
+        """The encryption parameters: enough to add ciphertexts, nothing to decrypt or encrypt."""
+        return _SealFiles().dump(self._parms)
+
+    def codec(self) -> PackedCodec:
+        return PackedCodec(self.params, self._parms, self.key_id, self._secret, self._dither_key)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("PackedKeys hold a secret key and must never be pickled")
+
+
+def public_packed_codec(public_bytes: bytes, params: PackedParams, key_id: str) -> PackedCodec:
+    """The orchestrator's codec: parameters only (it carries no key to refuse)."""
+    parms = _SealFiles().load(seal.EncryptionParameters(seal.SCHEME_TYPE.BFV), None, public_bytes)
+    return PackedCodec(params, parms, key_id)
