@@ -22,6 +22,7 @@ from orchestrator.errors import FederationError, SchemaMismatch
 from orchestrator.schema import agree
 from pipelines import build
 from pipelines.spec import LoadedPipeline, PipelineError, bundled_example, load_pipeline
+from privacy.codec import CodecError
 from silo.data import inspect_table
 
 EXIT_FEDERATION = 1
@@ -41,7 +42,29 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a pipeline and every silo's data")
     validate.add_argument("pipeline", type=Path)
+
+    keys = commands.add_parser("keys", help="homomorphic-encryption keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    init = key_commands.add_parser("init", help="write HE keys for out-of-band provisioning")
+    init.add_argument("pipeline", type=Path, help="the pipeline whose HE scheme and parameters to use")
+    init.add_argument("--out", type=Path, help="folder to write (default: [privacy] keys, else ./keys)")
     return parser
+
+
+def keys_init(loaded: LoadedPipeline, out: Path | None, console: Console) -> None:
+    from privacy.keyfile import write_key_files
+
+    folder = out or Path(build.keys_folder(loaded) or "keys")
+    secret, public = write_key_files(build.he_config(loaded), folder)
+    relative = os.path.relpath(folder.resolve(), loaded.path.parent)
+    console.print(
+        f"wrote {secret} (the silos' secret key, mode 0600) and {public} (the orchestrator's parameters).\n"
+        f"Copy {secret.name} to this folder on every silo's node, by a channel you trust; the orchestrator "
+        f"needs only {public.name}.\nThen set, in {loaded.path.name}:\n\n  [privacy]\n"
+        f'  keys = "{relative}"\n\nRuns then use these keys instead of making a fresh set per run.',
+        markup=False,
+        highlight=False,
+    )
 
 
 def validate(loaded: LoadedPipeline, console: Console) -> None:
@@ -84,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             validate(load_pipeline(args.pipeline), console)
             return 0
+        if args.command == "keys":
+            keys_init(load_pipeline(args.pipeline), args.out, console)
+            return 0
         if args.address:
             prepare_ray_auth()
         from pipelines.runner import RunOptions, run_federation, write_summary
@@ -102,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(f"[red]error:[/] {err}", highlight=False)
         return EXIT_INPUT
     except SchemaMismatch as err:
+        err_console.print(f"[red]error:[/] {err}", highlight=False)
+        return EXIT_INPUT
+    except CodecError as err:
         err_console.print(f"[red]error:[/] {err}", highlight=False)
         return EXIT_INPUT
     except FederationError as err:

@@ -91,6 +91,7 @@ class CKKSCodec:
             "coeff_mod_bit_sizes": ",".join(map(str, self.params.coeff_mod_bit_sizes)),
             "scale_bits": str(self.params.scale_bits),
             "galois_keys": "none",
+            "key_id": self.key_id,
         }
 
 

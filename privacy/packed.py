@@ -240,6 +240,7 @@ class PackedCodec:
             "max_silos": str(p.max_silos),
             "rounding": "subtractive dither",
             "encryption": "symmetric, seeded",
+            "key_id": self.key_id,
         }
 
 

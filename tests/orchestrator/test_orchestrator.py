@@ -14,6 +14,7 @@ from orchestrator.errors import RoundFailed, SchemaMismatch, SetupFailed
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import FedAvg, FedProx
 from privacy.aggregate import encode_weighted
+from privacy.keyfile import read_public_key_file, write_key_files
 from privacy.packed import PackedKeys
 from privacy.params import HEConfig, PackedParams
 from privacy.sealing import SealError, SealingKey
@@ -33,15 +34,32 @@ def _start(
     min_silos: int = 2,
     strategy: Any = None,
     classes: dict[str, type[SiloWorker]] | None = None,
+    secrets: dict[str, Path] | None = None,
+    provisioned: tuple[bytes, str] | None = None,
 ) -> tuple[dict[str, Any], Any]:
     config = HEConfig(scheme=he, packed=PackedParams(max_silos=max(2, len(paths))))
     silos = {
         name: ray.remote(num_cpus=0.1)((classes or {}).get(name, SiloWorker))
         .options(name=f"silo:{name}", namespace=namespace)
-        .remote(SiloSpec(name=name, path=str(path), data=DATA, model=ModelSpec("logistic"), he=config))
+        .remote(
+            SiloSpec(
+                name=name,
+                path=str(path),
+                data=DATA,
+                model=ModelSpec("logistic"),
+                he=config,
+                he_secret_path=str(secrets[name]) if secrets else None,
+            )  # fmt: skip
+        )
         for name, path in paths.items()
     }
-    settings = OrchestratorSettings(min_silos=min_silos, round_timeout_s=60, he=config, setup_timeout_s=120)
+    settings = OrchestratorSettings(
+        min_silos=min_silos,
+        round_timeout_s=60,
+        he=config,
+        provisioned_public=provisioned,
+        setup_timeout_s=120,
+    )
     orchestrator = (
         ray.remote(num_cpus=0.1)(Orchestrator)
         .options(name="orchestrator", namespace=namespace)
@@ -265,5 +283,34 @@ def test_bad_updates_are_refused_by_name_and_the_round_goes_on(ray_local, namesp
         assert "encrypted under another key" in reasons["wrongkey"]
         final = ray.get(orchestrator.evaluate.remote())
         assert final.accuracy > 0.6
+    finally:
+        _cleanup(silos, orchestrator)
+
+
+def test_provisioned_keys_are_used_and_a_silo_with_other_keys_is_named(
+    ray_local, namespace, three_silos, tmp_path
+) -> None:
+    # Prepare: one key set for the federation, a second one that "east" was given by mistake
+    config = HEConfig(scheme="packed", packed=PackedParams(max_silos=3))
+    secret, public = write_key_files(config, tmp_path / "keys")
+    other_secret, _ = write_key_files(config, tmp_path / "other")
+    provisioned = read_public_key_file(public, config)
+    good = {name: secret for name in three_silos}
+    silos, orchestrator = _start(namespace, three_silos, secrets=good, provisioned=provisioned)
+    try:
+        # Execute / Assert: the provisioned key set works end to end
+        setup = ray.get(orchestrator.setup.remote())
+        assert setup.codec["key_id"] == provisioned[1]
+        assert len(ray.get(orchestrator.run_round.remote(1)).participants) == 3
+    finally:
+        _cleanup(silos, orchestrator)
+    silos, orchestrator = _start(
+        f"{namespace}-b", three_silos, secrets={**good, "east": other_secret}, provisioned=provisioned
+    )
+    try:
+        with pytest.raises(SetupFailed) as caught:
+            ray.get(orchestrator.setup.remote())
+        assert caught.value.step == "checking provisioned HE keys"
+        assert [f.silo for f in caught.value.failures] == ["east"]
     finally:
         _cleanup(silos, orchestrator)

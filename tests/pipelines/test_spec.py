@@ -144,3 +144,22 @@ def test_packed_values_that_cannot_fit_are_refused() -> None:
 def test_keys_with_he_off_is_refused() -> None:
     (problem,) = _problems(GOOD + '\n[privacy]\nhe = "off"\nkeys = "keys"\n')
     assert "privacy.keys is set but privacy.he = 'off' uses no keys" in problem
+
+
+def test_keys_init_writes_keys_for_the_pipelines_parameters(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from pipelines.cli import keys_init
+    from privacy.keyfile import read_public_key_file
+
+    pipeline = tmp_path / "pipeline.toml"
+    pipeline.write_text(GOOD)
+    loaded = load_pipeline(pipeline)
+    console = Console(record=True, width=200)
+    keys_init(loaded, tmp_path / "keys", console)
+    from pipelines import build
+
+    _, key_id = read_public_key_file(tmp_path / "keys" / "he-public.key", build.he_config(loaded))
+    assert len(key_id) == 16
+    text = console.export_text()
+    assert '[privacy]\n  keys = "keys"' in text and "he-secret.key" in text
