@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privacy.codec import Codec, CodecError, Payload, check_payload
+from privacy.codec import Codec, Payload
 
 
 @dataclass(frozen=True)
@@ -52,36 +52,27 @@ def encode_weighted(
 
 
 class WeightedSum:
-    """Streaming sum: holds one running payload, never every silo's at once."""
+    """Streaming sum: one running sum held as ciphertexts, never every silo's payload at once."""
 
     def __init__(self, codec: Codec) -> None:
-        self._codec = codec
-        self._sum: Payload | None = None
+        self._running = codec.accumulator()
         self.weight = 0.0
         self.count = 0
 
     def add(self, item: WeightedPayload) -> None:
-        if self._sum is not None and set(item.payload.terms) & set(self._sum.terms):
-            raise CodecError(
-                f"duplicate contribution {sorted(set(item.payload.terms) & set(self._sum.terms))}"
-            )
-        if self._sum is None:
-            check_payload(self._codec.name, item.payload, key_id=self._codec.key_id)
-            self._sum = item.payload
-        else:
-            self._sum = self._codec.add(self._sum, item.payload)
+        self._running.add(item.payload)
         self.weight += item.weight
         self.count += 1
 
     def total(self) -> Payload:
         """Enc(sum_k w_k x_k)."""
-        if self._sum is None:
-            raise ValueError("nothing was added")
-        return self._sum
+        return self._running.result()
 
     def mean(self) -> Payload:
         """Enc(sum_k w_k x_k / sum_k w_k)."""
-        return self._codec.scale(self.total(), 1.0 / self.weight)
+        if self.count == 0:
+            raise ValueError("nothing was added")
+        return self._running.result(1.0 / self.weight)
 
 
 def aggregate(codec: Codec, items: Sequence[WeightedPayload]) -> Payload:

@@ -40,6 +40,16 @@ class Payload:
         return sum(len(c) for c in self.chunks)
 
 
+class Accumulator(Protocol):
+    """A running sum kept decoded-from-the-wire (ciphertexts, not bytes) until ``result``."""
+
+    def add(self, payload: Payload) -> None: ...
+
+    def result(self, factor: float = 1.0) -> Payload:
+        """The sum so far, times ``factor``, serialized once."""
+        ...
+
+
 class Codec(Protocol):
     """Encode/add/scale/decode; plaintext and encrypted codecs share this shape.
 
@@ -59,6 +69,8 @@ class Codec(Protocol):
         tag: str = "",
         exact: bool = False,
     ) -> Payload: ...
+
+    def accumulator(self) -> Accumulator: ...
 
     def add(self, a: Payload, b: Payload) -> Payload: ...
 
@@ -81,6 +93,66 @@ def check_payload(codec: str, payload: Payload, length: int | None = None, key_i
         raise CodecError(
             f"payload was encrypted under another key (key id {payload.key_id or 'none'}, expected {key_id})"
         )
+
+
+class Admission:
+    """What every codec's accumulator checks before adding: the codec, key, length and
+    quantization match the first addend, and no encoding is added twice."""
+
+    def __init__(self, codec: str, key_id: str) -> None:
+        self._codec = codec
+        self._key_id = key_id
+        self.first: Payload | None = None
+        self.terms: tuple[str, ...] = ()
+
+    def admit(self, payload: Payload) -> None:
+        first = self.first
+        check_payload(self._codec, payload, first.length if first else None, key_id=self._key_id)
+        if first is not None and (first.bound, first.layout, first.scale) != (
+            payload.bound,
+            payload.layout,
+            payload.scale,
+        ):
+            raise CodecError(
+                f"payloads quantized differently (bound {first.bound} vs {payload.bound}, layout "
+                f"{first.layout} vs {payload.layout}) cannot be added"
+            )
+        duplicates = sorted(set(self.terms) & set(payload.terms))
+        if duplicates:
+            raise CodecError(f"duplicate contribution {duplicates}")
+        self.first = first or payload
+        self.terms += payload.terms
+
+    def made(self, chunks: tuple[bytes, ...], scale: float = 1.0) -> Payload:
+        if self.first is None:
+            raise ValueError("nothing was added")
+        f = self.first
+        return Payload(f.codec, chunks, f.length, f.bound, f.layout, scale, self.terms, f.key_id)
+
+
+def add_pair(codec: Codec, a: Payload, b: Payload) -> Payload:
+    """``codec.add`` for every codec: a two-term running sum."""
+    running = codec.accumulator()
+    running.add(a)
+    running.add(b)
+    return running.result()
+
+
+class _PlainAccumulator:
+    def __init__(self, codec: PlainCodec) -> None:
+        self._codec = codec
+        self._admission = Admission(codec.name, "")
+        self._sum: np.ndarray | None = None
+
+    def add(self, payload: Payload) -> None:
+        self._admission.admit(payload)
+        values = self._codec.decode(payload)
+        self._sum = values if self._sum is None else self._sum + values
+
+    def result(self, factor: float = 1.0) -> Payload:
+        if self._sum is None:
+            raise ValueError("nothing was added")
+        return self._admission.made(((self._sum * factor).tobytes(),))
 
 
 class PlainCodec:
@@ -107,14 +179,16 @@ class PlainCodec:
             raise CodecError(f"plaintext payload has {len(data)} bytes for {payload.length} values")
         return np.frombuffer(data, dtype=np.float64).copy()
 
+    def accumulator(self) -> Accumulator:
+        return _PlainAccumulator(self)
+
     def add(self, a: Payload, b: Payload) -> Payload:
-        check_payload(self.name, b, a.length)
-        total = self.encode(self.decode(a) + self.decode(b))
-        return Payload(total.codec, total.chunks, total.length, terms=a.terms + b.terms)
+        return add_pair(self, a, b)
 
     def scale(self, a: Payload, factor: float) -> Payload:
-        scaled = self.encode(self.decode(a) * factor)
-        return Payload(scaled.codec, scaled.chunks, scaled.length, terms=a.terms)
+        running = self.accumulator()
+        running.add(a)
+        return running.result(factor)
 
     def describe(self) -> dict[str, str]:
         return {"scheme": "off"}

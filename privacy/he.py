@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import tenseal as ts
 
-from privacy.codec import CodecError, Payload, check_payload
+from privacy.codec import Accumulator, Admission, CodecError, Payload, add_pair, check_payload
 from privacy.params import CKKSParams
 
 logger = logging.getLogger(__name__)
@@ -64,18 +64,17 @@ class CKKSCodec:
         except Exception as err:  # TenSEAL raises bare ValueError/RuntimeError
             raise CodecError(f"unreadable CKKS ciphertext: {err}") from err
 
-    def _dump(self, like: Payload, vectors: list[ts.CKKSVector], terms: tuple[str, ...]) -> Payload:
-        chunks = tuple(v.serialize() for v in vectors)
-        return Payload(self.name, chunks, like.length, terms=terms, key_id=like.key_id)
+    def accumulator(self) -> Accumulator:
+        return _CKKSAccumulator(self)
 
     def add(self, a: Payload, b: Payload) -> Payload:
-        check_payload(self.name, b, a.length, key_id=self.key_id)
-        sums = [x + y for x, y in zip(self._load(a), self._load(b), strict=True)]
-        return self._dump(a, sums, a.terms + b.terms)
+        return add_pair(self, a, b)
 
     def scale(self, a: Payload, factor: float) -> Payload:
         """Homomorphic: x (1/sum n) on the ciphertexts, one rescale (and a smaller download)."""
-        return self._dump(a, [x * factor for x in self._load(a)], a.terms)
+        running = self.accumulator()
+        running.add(a)
+        return running.result(factor)
 
     def decode(self, payload: Payload) -> np.ndarray:
         if not self.can_decrypt:
@@ -93,6 +92,28 @@ class CKKSCodec:
             "galois_keys": "none",
             "key_id": self.key_id,
         }
+
+
+class _CKKSAccumulator:
+    def __init__(self, codec: CKKSCodec) -> None:
+        self._codec = codec
+        self._admission = Admission(codec.name, codec.key_id)
+        self._sum: list[ts.CKKSVector] | None = None
+
+    def add(self, payload: Payload) -> None:
+        self._admission.admit(payload)
+        vectors = self._codec._load(payload)
+        if self._sum is None:
+            self._sum = vectors
+        else:
+            for total, v in zip(self._sum, vectors, strict=True):
+                total.add_(v)
+
+    def result(self, factor: float = 1.0) -> Payload:
+        if self._sum is None:
+            raise ValueError("nothing was added")
+        vectors = self._sum if factor == 1.0 else [v * factor for v in self._sum]
+        return self._admission.made(tuple(v.serialize() for v in vectors))
 
 
 class CKKSKeys:

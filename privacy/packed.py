@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
-import uuid
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,7 @@ from typing import Any
 import numpy as np
 import tenseal.sealapi as seal
 
-from privacy.codec import CodecError, Payload, check_payload
+from privacy.codec import Accumulator, Admission, CodecError, Payload, add_pair, check_payload
 from privacy.params import PackedParams
 
 # float64 holds integers exactly up to 2^53: the exact (statistics) layout stays below.
@@ -42,34 +39,37 @@ MAX_EXACT_BITS = 52
 
 
 class _SealFiles:
-    """SEAL objects to and from bytes. The bindings only save to and load from paths, so this
-    goes through a private folder (on tmpfs where there is one) that is removed with it."""
+    """SEAL objects to and from bytes. The bindings only save to and load from paths, so each
+    call goes through its own temporary file (0600, on tmpfs where there is one), removed at once."""
 
     def __init__(self) -> None:
         shm = Path("/dev/shm")
-        base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-        self._dir = Path(tempfile.mkdtemp(prefix="fedsilo-seal-", dir=base))  # mode 0700
-        weakref.finalize(self, shutil.rmtree, str(self._dir), True)
+        self._dir = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+    def _temp(self) -> str:
+        handle, path = tempfile.mkstemp(prefix="fedsilo-seal-", dir=self._dir)
+        os.close(handle)
+        return path
 
     def dump(self, obj: Any) -> bytes:
-        path = self._dir / uuid.uuid4().hex
+        path = self._temp()
         try:
-            obj.save(str(path))
-            return path.read_bytes()
+            obj.save(path)
+            return Path(path).read_bytes()
         finally:
-            path.unlink(missing_ok=True)
+            os.unlink(path)
 
     def load(self, obj: Any, context: Any, data: bytes) -> Any:
-        path = self._dir / uuid.uuid4().hex
+        path = self._temp()
         try:
-            path.write_bytes(data)
+            Path(path).write_bytes(data)
             if context is None:
-                obj.load(str(path))
+                obj.load(path)
             else:
-                obj.load(context, str(path))
+                obj.load(context, path)
             return obj
         finally:
-            path.unlink(missing_ok=True)
+            os.unlink(path)
 
 
 def _encryption_parameters(params: PackedParams) -> seal.EncryptionParameters:
@@ -174,27 +174,11 @@ class PackedCodec:
         except Exception as err:  # SEAL raises bare RuntimeError/ValueError on bad bytes
             raise CodecError(f"unreadable BFV ciphertext: {err}") from err
 
+    def accumulator(self) -> Accumulator:
+        return _PackedAccumulator(self)
+
     def add(self, a: Payload, b: Payload) -> Payload:
-        check_payload(self.name, b, a.length, key_id=self.key_id)
-        if (a.bound, a.layout, a.scale) != (b.bound, b.layout, b.scale):
-            raise CodecError(
-                f"payloads quantized differently (bound {a.bound} vs {b.bound}, layout {a.layout} vs "
-                f"{b.layout}) cannot be added"
-            )
-        terms = a.terms + b.terms
-        if len(terms) > self.params.max_silos:
-            raise CodecError(
-                f"{len(terms)} contributions exceed the packed codec's headroom for "
-                f"{self.params.max_silos} silos (raise [privacy.packed] max_silos)"
-            )
-        sums = []
-        for x, y in zip(self._load(a), self._load(b), strict=True):
-            self._evaluator.add_inplace(x, y)
-            sums.append(self._files.dump(x))
-        return Payload(
-            self.name, tuple(sums), a.length, bound=a.bound, layout=a.layout, scale=a.scale,
-            terms=terms, key_id=a.key_id,
-        )  # fmt: skip
+        return add_pair(self, a, b)
 
     def scale(self, a: Payload, factor: float) -> Payload:
         """Recorded, not computed: BFV holds integers; silos apply it after decryption."""
@@ -242,6 +226,39 @@ class PackedCodec:
             "encryption": "symmetric, seeded",
             "key_id": self.key_id,
         }
+
+
+class _PackedAccumulator:
+    """Ciphertexts stay loaded between adds; serialized once, by ``result``."""
+
+    def __init__(self, codec: PackedCodec) -> None:
+        self._codec = codec
+        self._admission = Admission(codec.name, codec.key_id)
+        self._sum: list[seal.Ciphertext] | None = None
+
+    def add(self, payload: Payload) -> None:
+        limit = self._codec.params.max_silos
+        if len(self._admission.terms) + len(payload.terms) > limit:
+            raise CodecError(
+                f"{len(self._admission.terms) + len(payload.terms)} contributions exceed the packed codec's "
+                f"headroom for {limit} silos (raise [privacy.packed] max_silos)"
+            )
+        self._admission.admit(payload)
+        ciphertexts = self._codec._load(payload)
+        if self._sum is None:
+            self._sum = ciphertexts
+        else:
+            for total, c in zip(self._sum, ciphertexts, strict=True):
+                self._codec._evaluator.add_inplace(total, c)
+
+    def result(self, factor: float = 1.0) -> Payload:
+        """Scaling is recorded, not computed: silos apply it after decryption."""
+        first = self._admission.first
+        if self._sum is None or first is None:
+            raise ValueError("nothing was added")
+        return self._admission.made(
+            tuple(self._codec._files.dump(c) for c in self._sum), first.scale * factor
+        )
 
 
 class PackedKeys:

@@ -172,5 +172,6 @@ def test_ckks_params_describe_has_no_secret(keys: CKKSKeys) -> None:
         "coeff_mod_bit_sizes": "60,40,60",
         "scale_bits": "40",
         "galois_keys": "none",
+        "key_id": keys.key_id,
     }
     assert CKKSParams().slots == 4096
