@@ -125,7 +125,7 @@ class Orchestrator:
                 break
             ready, pending = ray.wait(pending, num_returns=1, timeout=remaining)
             for ref in ready:
-                name = refs[ref]
+                name = refs.pop(ref)  # dropping the ref lets Ray free the object once it is added
                 try:
                     update: SignedUpdate = ray.get(ref)
                     item = verify_update(update, name, f"{phase}/{name}", self._signing[name])

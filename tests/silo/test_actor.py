@@ -120,3 +120,17 @@ def test_a_non_finite_update_is_refused_by_the_silo(write_table) -> None:
     with pytest.raises(RuntimeError, match="nothing staged"):
         silos[0].encode_staged("round-1/s0", 1.0)
     assert res.error == "local update has NaN or infinite weights (learning rate too high?)"
+
+
+def test_the_key_bundle_for_the_orchestrator_holds_no_secret(write_table) -> None:
+    """Everything the orchestrator receives during key set-up, byte for byte, lacks the secret."""
+    import pickle
+
+    paths = [write_table(f"q{i}", synthetic_silo(30, seed=i)) for i in range(2)]
+    a, b = (SiloWorker(SiloSpec(f"s{i}", str(p), BINARY, ModelSpec())) for i, p in enumerate(paths))
+    keys_seen = pickle.dumps([a.public_keys(), b.public_keys()])
+    bundle = a.generate_he_keys({s.name: s.public_keys().sealing for s in (a, b)})
+    assert a._keys is not None
+    secret = a._keys.secret_bytes()
+    for blob in (keys_seen, pickle.dumps(bundle)):
+        assert secret not in blob and secret[100:164] not in blob
