@@ -6,7 +6,8 @@ FedAvg, 15 rounds, all silos every round, 2 CPUs for Ray. Three rows:
 - Flower (``flwr.simulation.run_simulation``, Ray backend, 4 clients at 0.25 CPU each),
   run by ``benchmarks/flower_app.py`` under its own virtualenv ``.venv-flower``;
 - fedsilo with ``he = "off"`` (plaintext aggregation);
-- fedsilo with ``he = "ckks"`` (the bundled pipeline as shipped).
+- fedsilo with ``he = "ckks"``;
+- fedsilo with ``he = "packed"`` (the bundled pipeline as shipped: packed BFV, the default).
 
 Both sides use fedsilo's own data loading, federated preprocessing, model and
 training code, so they train the same model on the same rows. Every run is a fresh
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -49,7 +51,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 FLOWER_APP = REPO / "benchmarks" / "flower_app.py"
 FLOWER_PYTHON = REPO / ".venv-flower" / "bin" / "python"
-SYSTEMS = ("flower", "fedsilo-off", "fedsilo-ckks")
+SYSTEMS = ("flower", "fedsilo-off", "fedsilo-ckks", "fedsilo-packed")
 CHILD_TIMEOUT_S = 900.0
 
 
@@ -93,8 +95,7 @@ def fedsilo_child(he: str, rounds: int, out: Path) -> int:
 
     path = bundled_example()
     text = path.read_text()
-    if he != "ckks":
-        text = text.replace('he = "ckks"', f'he = "{he}"')
+    text = re.sub(r"(?m)^he = .*$", f'he = "{he}"', text)
     loaded = parse_pipeline(text, path)  # relative silo paths still resolve against the example
     if loaded.spec.privacy.he != he:
         raise SystemExit(f"could not set he = {he!r} in {path}")
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flower-python", type=Path, default=FLOWER_PYTHON)
     parser.add_argument("--client-cpus", type=float, default=0.25, help="Ray num_cpus per Flower client")
     parser.add_argument("--keep-logs", action="store_true", help="keep each run's folder and logs")
-    parser.add_argument("--child", choices=("off", "ckks"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("off", "ckks", "packed"), help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
