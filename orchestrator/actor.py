@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from orchestrator.strategies import Strategy
 from privacy.aggregate import WeightedSum
 from privacy.codec import Codec, CodecError, Payload, PlainCodec, check_payload
 from privacy.schemes import public_codec
-from privacy.signing import SignatureError, SignedUpdate, verify_update
+from privacy.signing import SignatureError, verify_update
 from silo.messages import (
     Evaluation,
     FitIns,
@@ -58,6 +58,22 @@ def failure_reason(err: BaseException) -> str:
     if isinstance(err, GetTimeoutError):
         return "no answer in time"
     return f"{type(err).__name__}: {err}"
+
+
+def _arrivals(refs: dict[Any, str], deadline: float) -> Iterator[tuple[str, Any]]:
+    """(silo, result or RayError) as each call finishes, until ``deadline``. Refs are popped as
+    they arrive (so Ray can free the object once it is used); those left in ``refs`` are late."""
+    while refs:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=remaining)
+        for ref in ready:
+            name = refs.pop(ref)
+            try:
+                yield name, ray.get(ref)
+            except RayError as err:
+                yield name, err
 
 
 @dataclass
@@ -118,25 +134,19 @@ class Orchestrator:
         bound = max(hints.values())
         refs = {self._silos[n].encode_staged.remote(f"{phase}/{n}", bound): n for n in hints}
         out = _Collected(running)
-        pending = list(refs)
-        while pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            ready, pending = ray.wait(pending, num_returns=1, timeout=remaining)
-            for ref in ready:
-                name = refs.pop(ref)  # dropping the ref lets Ray free the object once it is added
-                try:
-                    update: SignedUpdate = ray.get(ref)
-                    item = verify_update(update, name, f"{phase}/{name}", self._signing[name])
-                    check_payload(self._codec.name, item.payload, length, key_id=self._codec.key_id)
-                    running.add(item)  # streamed: one running sum, never every update at once
-                except (RayError, CodecError, SignatureError) as err:
-                    out.failures.append(SiloFailure(name, failure_reason(err)))
-                    continue
-                out.accepted.append(name)
-                out.bytes_up += item.payload.nbytes
-        out.late = [refs[r] for r in pending]
+        for name, update in _arrivals(refs, deadline):
+            try:
+                if isinstance(update, RayError):
+                    raise update
+                item = verify_update(update, name, f"{phase}/{name}", self._signing[name])
+                check_payload(self._codec.name, item.payload, length, key_id=self._codec.key_id)
+                running.add(item)  # streamed: one running sum, never every update at once
+            except (RayError, CodecError, SignatureError) as err:
+                out.failures.append(SiloFailure(name, failure_reason(err)))
+                continue
+            out.accepted.append(name)
+            out.bytes_up += item.payload.nbytes
+        out.late = list(refs.values())
         return out
 
     def _setup_sum(self, step: str, phase: str, hints: dict[str, float]) -> tuple[Payload, int]:
@@ -236,23 +246,14 @@ class Orchestrator:
         bytes_down = len(refs) * (self._global.nbytes if self._global else 0)
         trained: dict[str, FitRes] = {}
         failures: list[SiloFailure] = []
-        pending = list(refs)
-        while pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            ready, pending = ray.wait(pending, num_returns=1, timeout=remaining)
-            for ref in ready:
-                try:
-                    res: FitRes = ray.get(ref)
-                except RayError as err:
-                    failures.append(SiloFailure(refs[ref], failure_reason(err)))
-                    continue
-                if res.has_error():
-                    failures.append(SiloFailure(res.silo, str(res.error)))
-                else:
-                    trained[res.silo] = res
-        late = [refs[r] for r in pending]
+        for name, res in _arrivals(refs, deadline):
+            if isinstance(res, RayError):
+                failures.append(SiloFailure(name, failure_reason(res)))
+            elif res.has_error():
+                failures.append(SiloFailure(name, str(res.error)))
+            else:
+                trained[name] = res
+        late = list(refs.values())
         accepted: list[str] = []
         answered = len(trained)  # until updates are collected: who trained in time
         bytes_up = 0

@@ -11,11 +11,13 @@ print(c.decode(c.add(c.encode([1.0, 2.0]), c.encode([3.0, 4.0]))))"
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 class CodecError(ValueError):
@@ -95,18 +97,32 @@ def check_payload(codec: str, payload: Payload, length: int | None = None, key_i
         )
 
 
-class Admission:
-    """What every codec's accumulator checks before adding: the codec, key, length and
-    quantization match the first addend, and no encoding is added twice."""
+class RunningSum(Generic[T]):
+    """Every codec's accumulator: admits an addend (same codec, key, length and quantization as
+    the first; no encoding twice; at most ``limit`` of them), keeps the sum as loaded parts
+    (ciphertexts, arrays) and serializes it once, in ``result``.
 
-    def __init__(self, codec: str, key_id: str) -> None:
-        self._codec = codec
-        self._key_id = key_id
-        self.first: Payload | None = None
-        self.terms: tuple[str, ...] = ()
+    ``load`` turns a payload into parts, ``add_into`` adds one part into another in place,
+    ``dump`` serializes the parts times a factor and returns the factor still to apply (1.0
+    where the codec scales eagerly; the factor itself where it scales lazily)."""
 
-    def admit(self, payload: Payload) -> None:
-        first = self.first
+    def __init__(
+        self,
+        codec: str,
+        key_id: str,
+        load: Callable[[Payload], list[T]],
+        add_into: Callable[[T, T], None],
+        dump: Callable[[list[T], float], tuple[tuple[bytes, ...], float]],
+        limit: int | None = None,
+    ) -> None:
+        self._codec, self._key_id, self._limit = codec, key_id, limit
+        self._load, self._add_into, self._dump = load, add_into, dump
+        self._first: Payload | None = None
+        self._terms: tuple[str, ...] = ()
+        self._parts: list[T] | None = None
+
+    def _admit(self, payload: Payload) -> None:
+        first = self._first
         check_payload(self._codec, payload, first.length if first else None, key_id=self._key_id)
         if first is not None and (first.bound, first.layout, first.scale) != (
             payload.bound,
@@ -117,17 +133,35 @@ class Admission:
                 f"payloads quantized differently (bound {first.bound} vs {payload.bound}, layout "
                 f"{first.layout} vs {payload.layout}) cannot be added"
             )
-        duplicates = sorted(set(self.terms) & set(payload.terms))
-        if duplicates:
+        if duplicates := sorted(set(self._terms) & set(payload.terms)):
             raise CodecError(f"duplicate contribution {duplicates}")
-        self.first = first or payload
-        self.terms += payload.terms
+        count = len(self._terms) + len(payload.terms)
+        if self._limit is not None and count > self._limit:
+            raise CodecError(
+                f"{count} contributions exceed the {self._codec} codec's headroom for {self._limit} silos "
+                f"(raise [privacy.{self._codec}] max_silos)"
+            )
 
-    def made(self, chunks: tuple[bytes, ...], scale: float = 1.0) -> Payload:
-        if self.first is None:
+    def add(self, payload: Payload) -> None:
+        self._admit(payload)
+        parts = self._load(payload)
+        if self._parts is None:
+            self._parts = parts
+        else:
+            for total, part in zip(self._parts, parts, strict=True):
+                self._add_into(total, part)
+        self._first = self._first or payload
+        self._terms += payload.terms
+
+    def result(self, factor: float = 1.0) -> Payload:
+        first = self._first
+        if self._parts is None or first is None:
             raise ValueError("nothing was added")
-        f = self.first
-        return Payload(f.codec, chunks, f.length, f.bound, f.layout, scale, self.terms, f.key_id)
+        chunks, pending = self._dump(self._parts, factor)
+        return Payload(
+            first.codec, chunks, first.length, first.bound, first.layout, first.scale * pending, self._terms,
+            first.key_id,
+        )  # fmt: skip
 
 
 def add_pair(codec: Codec, a: Payload, b: Payload) -> Payload:
@@ -138,21 +172,15 @@ def add_pair(codec: Codec, a: Payload, b: Payload) -> Payload:
     return running.result()
 
 
-class _PlainAccumulator:
-    def __init__(self, codec: PlainCodec) -> None:
-        self._codec = codec
-        self._admission = Admission(codec.name, "")
-        self._sum: np.ndarray | None = None
+def scale_one(codec: Codec, a: Payload, factor: float) -> Payload:
+    """``codec.scale`` for every codec: a one-term running sum, times ``factor``."""
+    running = codec.accumulator()
+    running.add(a)
+    return running.result(factor)
 
-    def add(self, payload: Payload) -> None:
-        self._admission.admit(payload)
-        values = self._codec.decode(payload)
-        self._sum = values if self._sum is None else self._sum + values
 
-    def result(self, factor: float = 1.0) -> Payload:
-        if self._sum is None:
-            raise ValueError("nothing was added")
-        return self._admission.made(((self._sum * factor).tobytes(),))
+def _add_arrays(total: np.ndarray, part: np.ndarray) -> None:
+    total += part
 
 
 class PlainCodec:
@@ -180,15 +208,16 @@ class PlainCodec:
         return np.frombuffer(data, dtype=np.float64).copy()
 
     def accumulator(self) -> Accumulator:
-        return _PlainAccumulator(self)
+        def dump(parts: list[np.ndarray], factor: float) -> tuple[tuple[bytes, ...], float]:
+            return ((parts[0] * factor).tobytes(),), 1.0
+
+        return RunningSum(self.name, "", lambda p: [self.decode(p)], _add_arrays, dump)
 
     def add(self, a: Payload, b: Payload) -> Payload:
         return add_pair(self, a, b)
 
     def scale(self, a: Payload, factor: float) -> Payload:
-        running = self.accumulator()
-        running.add(a)
-        return running.result(factor)
+        return scale_one(self, a, factor)
 
     def describe(self) -> dict[str, str]:
         return {"scheme": "off"}

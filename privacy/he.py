@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import tenseal as ts
 
-from privacy.codec import Accumulator, Admission, CodecError, Payload, add_pair, check_payload
+from privacy.codec import Accumulator, CodecError, Payload, RunningSum, add_pair, check_payload, scale_one
 from privacy.params import CKKSParams
 
 logger = logging.getLogger(__name__)
@@ -65,16 +65,18 @@ class CKKSCodec:
             raise CodecError(f"unreadable CKKS ciphertext: {err}") from err
 
     def accumulator(self) -> Accumulator:
-        return _CKKSAccumulator(self)
+        def dump(vectors: list[ts.CKKSVector], factor: float) -> tuple[tuple[bytes, ...], float]:
+            # Homomorphic: x (1/sum n) on the ciphertexts, one rescale (and a smaller download).
+            scaled = vectors if factor == 1.0 else [v * factor for v in vectors]
+            return tuple(v.serialize() for v in scaled), 1.0
+
+        return RunningSum(self.name, self.key_id, self._load, lambda total, v: total.add_(v), dump)
 
     def add(self, a: Payload, b: Payload) -> Payload:
         return add_pair(self, a, b)
 
     def scale(self, a: Payload, factor: float) -> Payload:
-        """Homomorphic: x (1/sum n) on the ciphertexts, one rescale (and a smaller download)."""
-        running = self.accumulator()
-        running.add(a)
-        return running.result(factor)
+        return scale_one(self, a, factor)
 
     def decode(self, payload: Payload) -> np.ndarray:
         if not self.can_decrypt:
@@ -92,28 +94,6 @@ class CKKSCodec:
             "galois_keys": "none",
             "key_id": self.key_id,
         }
-
-
-class _CKKSAccumulator:
-    def __init__(self, codec: CKKSCodec) -> None:
-        self._codec = codec
-        self._admission = Admission(codec.name, codec.key_id)
-        self._sum: list[ts.CKKSVector] | None = None
-
-    def add(self, payload: Payload) -> None:
-        self._admission.admit(payload)
-        vectors = self._codec._load(payload)
-        if self._sum is None:
-            self._sum = vectors
-        else:
-            for total, v in zip(self._sum, vectors, strict=True):
-                total.add_(v)
-
-    def result(self, factor: float = 1.0) -> Payload:
-        if self._sum is None:
-            raise ValueError("nothing was added")
-        vectors = self._sum if factor == 1.0 else [v * factor for v in self._sum]
-        return self._admission.made(tuple(v.serialize() for v in vectors))
 
 
 class CKKSKeys:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import tenseal.sealapi as seal
 
-from privacy.codec import Accumulator, Admission, CodecError, Payload, add_pair, check_payload
+from privacy.codec import Accumulator, CodecError, Payload, RunningSum, add_pair, check_payload, scale_one
 from privacy.params import PackedParams
 
 # float64 holds integers exactly up to 2^53: the exact (statistics) layout stays below.
@@ -175,18 +175,21 @@ class PackedCodec:
             raise CodecError(f"unreadable BFV ciphertext: {err}") from err
 
     def accumulator(self) -> Accumulator:
-        return _PackedAccumulator(self)
+        """Ciphertexts stay loaded between adds; serialized once. Scaling is recorded, not
+        computed (BFV holds integers): silos apply it after decryption."""
+
+        def dump(ciphertexts: list[seal.Ciphertext], factor: float) -> tuple[tuple[bytes, ...], float]:
+            return tuple(self._files.dump(c) for c in ciphertexts), factor
+
+        return RunningSum(
+            self.name, self.key_id, self._load, self._evaluator.add_inplace, dump, limit=self.params.max_silos
+        )
 
     def add(self, a: Payload, b: Payload) -> Payload:
         return add_pair(self, a, b)
 
     def scale(self, a: Payload, factor: float) -> Payload:
-        """Recorded, not computed: BFV holds integers; silos apply it after decryption."""
-        check_payload(self.name, a, key_id=self.key_id)
-        return Payload(
-            a.codec, a.chunks, a.length, bound=a.bound, layout=a.layout, scale=a.scale * factor,
-            terms=a.terms, key_id=a.key_id,
-        )  # fmt: skip
+        return scale_one(self, a, factor)
 
     def decode(self, payload: Payload) -> np.ndarray:
         if self._decryptor is None:
@@ -226,39 +229,6 @@ class PackedCodec:
             "encryption": "symmetric, seeded",
             "key_id": self.key_id,
         }
-
-
-class _PackedAccumulator:
-    """Ciphertexts stay loaded between adds; serialized once, by ``result``."""
-
-    def __init__(self, codec: PackedCodec) -> None:
-        self._codec = codec
-        self._admission = Admission(codec.name, codec.key_id)
-        self._sum: list[seal.Ciphertext] | None = None
-
-    def add(self, payload: Payload) -> None:
-        limit = self._codec.params.max_silos
-        if len(self._admission.terms) + len(payload.terms) > limit:
-            raise CodecError(
-                f"{len(self._admission.terms) + len(payload.terms)} contributions exceed the packed codec's "
-                f"headroom for {limit} silos (raise [privacy.packed] max_silos)"
-            )
-        self._admission.admit(payload)
-        ciphertexts = self._codec._load(payload)
-        if self._sum is None:
-            self._sum = ciphertexts
-        else:
-            for total, c in zip(self._sum, ciphertexts, strict=True):
-                self._codec._evaluator.add_inplace(total, c)
-
-    def result(self, factor: float = 1.0) -> Payload:
-        """Scaling is recorded, not computed: silos apply it after decryption."""
-        first = self._admission.first
-        if self._sum is None or first is None:
-            raise ValueError("nothing was added")
-        return self._admission.made(
-            tuple(self._codec._files.dump(c) for c in self._sum), first.scale * factor
-        )
 
 
 class PackedKeys:
