@@ -44,6 +44,7 @@ from silo.messages import (
     SiloKeys,
     SiloReady,
 )
+from silo.preprocess import AgreedSchema
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,10 @@ class Orchestrator:
         self._global: Payload | None = None  # Enc(global model); None until round 1 ends
         self._round = 0
         self._n_parameters = 0
+        # Kept from set-up so that a restarted silo can rejoin without the others' help:
+        self._schema: AgreedSchema | None = None
+        self._stats: tuple[Payload, Payload] | None = None  # Enc(pass-1 sums), Enc(pass-2 sums)
+        self._incarnations: dict[str, str] = {}
 
     # -- calling silos ---------------------------------------------------------
 
@@ -184,6 +189,9 @@ class Orchestrator:
                 [SiloFailure(n, f"model has {r.n_parameters} parameters") for n, r in ready.items()],
             )
         self._n_parameters = sizes.pop()
+        self._schema, self._stats = schema, (total, total_sq)
+        statuses = self._setup_step("checking silos", "status", lambda _: ())
+        self._incarnations = {name: st.incarnation for name, st in statuses.items()}
         assert self._codec is not None
         return SetupReport(
             schema=schema,
@@ -235,17 +243,76 @@ class Orchestrator:
         self._codec = public_codec(he, public, key_id)
         self._public_context = public
 
+    # -- silos that restarted --------------------------------------------------------
+
+    def _rejoin(self, name: str, donors: list[str]) -> None:
+        """A restarted silo: reload its data, give it the HE key (sealed by a healthy peer),
+        register its new signing key, rebuild its preprocessing from the stored sums."""
+        assert self._codec is not None and self._schema is not None and self._stats is not None
+        handle, timeout = self._silos[name], self._settings.setup_timeout_s
+        description = ray.get(handle.describe.remote(), timeout=timeout)
+        if description.errors:
+            raise CodecError("; ".join(description.errors))
+        keys: SiloKeys = ray.get(handle.public_keys.remote(), timeout=timeout)
+        if self._settings.he.scheme != "off" and keys.he_key_id != self._codec.key_id:
+            if self._settings.provisioned_public is not None or not donors:
+                raise CodecError(
+                    f"holds HE key {keys.he_key_id or '(none)'}, the federation's is {self._codec.key_id}"
+                )
+            sealed = ray.get(self._silos[donors[0]].seal_key_for.remote(name, keys.sealing), timeout=timeout)
+            installed = ray.get(handle.install_he_keys.remote(sealed), timeout=timeout)
+            if installed != self._codec.key_id:
+                raise CodecError(f"installed key {installed}, expected {self._codec.key_id}")
+        ready: SiloReady = ray.get(handle.rejoin.remote(self._schema, *self._stats), timeout=timeout)
+        if ready.n_parameters != self._n_parameters:
+            raise CodecError(
+                f"model has {ready.n_parameters} parameters, the federation's {self._n_parameters}"
+            )
+        self._signing[name] = keys.signing
+        self._incarnations[name] = ray.get(handle.status.remote(), timeout=timeout).incarnation
+
+    def _refresh(self) -> tuple[list[str], list[str], list[SiloFailure]]:
+        """(silos able to train now, silos that rejoined, failures): asks every silo who it is."""
+        statuses, failures = self._call_all("status", lambda _: (), self._settings.status_timeout_s)
+        failures = [SiloFailure(f.silo, f"unavailable: {f.reason}") for f in failures]
+        active = [n for n, st in statuses.items() if st.ready and st.incarnation == self._incarnations.get(n)]
+        rejoined = []
+        for name in [n for n in statuses if n not in active]:
+            try:
+                self._rejoin(name, active)
+            except (RayError, CodecError) as err:
+                failures.append(SiloFailure(name, f"restarted but could not rejoin: {failure_reason(err)}"))
+                continue
+            logger.warning("silo %s restarted and rejoined", name)
+            active.append(name)
+            rejoined.append(name)
+        return active, rejoined, failures
+
     # -- rounds --------------------------------------------------------------------
 
     def run_round(self, server_round: int) -> RoundRecord:
+        """One round, tried again (``round_retries``) while fewer than min_silos take part."""
         assert self._codec is not None, "setup() must run first"
+        for attempt in range(1, self._settings.round_retries + 2):
+            try:
+                return self._run_round(server_round, attempt)
+            except RoundFailed as err:
+                if attempt > self._settings.round_retries:
+                    raise
+                logger.warning("round %d, attempt %d failed (%s); retrying", server_round, attempt, err)
+                time.sleep(self._settings.retry_wait_s)
+        raise AssertionError("unreachable")
+
+    def _run_round(self, server_round: int, attempt: int) -> RoundRecord:
+        assert self._codec is not None
         start = time.perf_counter()
+        active, rejoined, unavailable = self._refresh()
         deadline = time.monotonic() + self._settings.round_timeout_s
         ins = FitIns(server_round, self._global, self._strategy.configure_fit(server_round))
-        refs = {h.fit.remote(ins): name for name, h in self._silos.items()}
+        refs = {self._silos[name].fit.remote(ins): name for name in active}
         bytes_down = len(refs) * (self._global.nbytes if self._global else 0)
         trained: dict[str, FitRes] = {}
-        failures: list[SiloFailure] = []
+        failures: list[SiloFailure] = list(unavailable)
         for name, res in _arrivals(refs, deadline):
             if isinstance(res, RayError):
                 failures.append(SiloFailure(name, failure_reason(res)))
@@ -260,7 +327,9 @@ class Orchestrator:
         running = self._strategy.aggregator(self._codec)
         if len(trained) >= self._settings.min_silos:
             hints = {name: res.bound_hint for name, res in trained.items()}
-            out = self._collect(f"round-{server_round}", hints, running, deadline, self._n_parameters)
+            # round_timeout_s bounds training; encoding with the agreed range gets a window of its own.
+            encode_deadline = time.monotonic() + self._settings.round_timeout_s
+            out = self._collect(f"round-{server_round}", hints, running, encode_deadline, self._n_parameters)
             accepted, bytes_up = out.accepted, out.bytes_up
             answered = len(accepted)
             failures += out.failures
@@ -285,6 +354,8 @@ class Orchestrator:
             bytes_down=bytes_down,
             train_loss={name: trained[name].train_loss for name in accepted},
             incoming=combine(server_round - 1, evaluations) if evaluations else None,
+            rejoined=tuple(rejoined),
+            attempts=attempt,
         )
 
     def evaluate(self) -> GlobalEval:

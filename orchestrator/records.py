@@ -34,3 +34,5 @@ class RoundRecord:
     bytes_down: int
     train_loss: dict[str, float]
     incoming: GlobalEval | None  # the model this round started from (after round - 1)
+    rejoined: tuple[str, ...] = ()  # silos that had restarted and rejoined before this round
+    attempts: int = 1  # tries it took (see OrchestratorSettings.round_retries)

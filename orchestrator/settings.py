@@ -10,6 +10,8 @@ from privacy.params import HEConfig
 @dataclass(frozen=True)
 class OrchestratorSettings:
     min_silos: int
+    # Silos that have not trained within this are left out of the round; encoding with the
+    # agreed range then gets the same time again.
     round_timeout_s: float
     he: HEConfig = field(default_factory=HEConfig)
     # Out-of-band keys (`fedsilo keys init`): (public context, key id). None: a fresh key
@@ -17,3 +19,9 @@ class OrchestratorSettings:
     provisioned_public: tuple[bytes, str] | None = None
     # Set-up waits for every silo (actor start, data load, keys): generous, but bounded.
     setup_timeout_s: float = 300.0
+    # A round with fewer than min_silos is tried again this many times, waiting in between
+    # (restarting silos need a few seconds), before the run stops.
+    round_retries: int = 2
+    retry_wait_s: float = 5.0
+    # How long a silo may take to say who it is at the start of a round.
+    status_timeout_s: float = 10.0

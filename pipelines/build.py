@@ -97,6 +97,7 @@ def orchestrator_settings(loaded: LoadedPipeline) -> OrchestratorSettings:
     return OrchestratorSettings(
         min_silos=spec.min_silos,
         round_timeout_s=spec.round_timeout_s,
+        round_retries=spec.round_retries,
         he=he,
         provisioned_public=read_public_key_file(f"{keys}/{PUBLIC_NAME}", he) if keys else None,
     )

@@ -101,6 +101,7 @@ def _start_actors(loaded: LoadedPipeline) -> tuple[dict[str, Any], Any]:
             namespace=namespace,
             num_cpus=resources.cpus_per_silo,
             num_gpus=resources.gpus_per_silo,
+            max_restarts=resources.silo_restarts,
         ).remote(s)
         for s in build.silo_specs(loaded)
     }

@@ -135,6 +135,8 @@ class ResourcesSection(_Section):
     cpus_per_silo: float = Field(0.25, gt=0)
     gpus_per_silo: float = Field(0.0, ge=0)
     orchestrator_cpus: float = Field(0.1, gt=0)
+    # Ray restarts a silo whose process dies this many times; it rejoins the next round.
+    silo_restarts: int = Field(3, ge=0)
 
 
 class Pipeline(_Section):
@@ -142,6 +144,7 @@ class Pipeline(_Section):
     rounds: int = Field(10, ge=1)
     min_silos: int = Field(1, ge=1)
     round_timeout_s: float = Field(120.0, gt=0)
+    round_retries: int = Field(2, ge=0)  # a round with too few silos is tried again this often
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection
     silos: list[SiloSection] = Field(min_length=1)

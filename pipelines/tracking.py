@@ -69,6 +69,9 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
         "round/bytes_down": float(record.bytes_down),
         "round/participants": float(len(record.participants)),
         "round/failures": float(len(record.failures)),
+        "round/late": float(len(record.late)),
+        "round/rejoined": float(len(record.rejoined)),
+        "round/attempts": float(record.attempts),
     }
     for name, loss in record.train_loss.items():
         metrics[f"silo/{name}/train_loss"] = loss
@@ -125,6 +128,10 @@ class RunTracker:
         self._mlflow.log_metrics(round_metrics(record), step=record.round, synchronous=False)
         for failure in record.failures:
             self.events.append({"round": record.round, "silo": failure.silo, "event": failure.reason})
+        for name in record.rejoined:
+            self.events.append({"round": record.round, "silo": name, "event": "restarted and rejoined"})
+        if record.failures or record.rejoined:
+            self._mlflow.log_dict({"events": self.events}, "events.json")  # as they happen, not at the end
 
     def log_eval(self, result: GlobalEval) -> None:
         self._mlflow.log_metrics(eval_metrics(result), step=result.after_round, synchronous=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 import zlib
 
 import numpy as np
@@ -48,6 +49,7 @@ from silo.messages import (
     PublishRequest,
     SiloKeys,
     SiloReady,
+    SiloStatus,
 )
 from silo.models import build_model, count_parameters, get_flat, set_flat
 from silo.preprocess import (
@@ -65,6 +67,15 @@ logger = logging.getLogger(__name__)
 
 def _sealing_context(recipient: str) -> bytes:
     return b"fedsilo/he-secret-context/" + recipient.encode()
+
+
+def _node_name() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    except Exception:  # outside Ray
+        return ""
 
 
 def _pick_device() -> torch.device:
@@ -98,6 +109,10 @@ class SiloWorker:
         self._sums: np.ndarray | None = None
         self._pre: Preprocessor | None = None
         self.device = _pick_device()
+        self.incarnation = uuid.uuid4().hex  # new after every restart
+
+    def status(self) -> SiloStatus:
+        return SiloStatus(self.name, self.incarnation, self._pre is not None)
 
     # -- data ---------------------------------------------------------------
 
@@ -135,6 +150,12 @@ class SiloWorker:
             if peer != self.name
         }
         return KeyBundle(public_context=keys.public_bytes(), key_id=keys.key_id, sealed=sealed)
+
+    def seal_key_for(self, peer: str, sealing_public: bytes) -> bytes:
+        """Seal this silo's HE secret key to a (restarted) peer's X25519 key."""
+        if self._keys is None:
+            raise RuntimeError(f"silo {self.name!r} holds no HE key to share")
+        return seal(self._keys.secret_bytes(), sealing_public, _sealing_context(peer))
 
     def install_he_keys(self, sealed: bytes) -> str:
         """Open the secret key sealed to this silo; return its fingerprint."""
@@ -216,7 +237,15 @@ class SiloWorker:
             self._schema.n_inputs,
             count_parameters(self._model),
             str(self.device),
+            _node_name(),
         )
+
+    def rejoin(self, schema: AgreedSchema, sums: Payload, squares: Payload) -> SiloReady:
+        """After a restart: the same split and preprocessing from the federation's stored sums."""
+        self.stats_sums(schema)
+        self.stats_squares(sums)
+        self._staged = None
+        return self.finish_preprocessing(squares)
 
     # -- rounds ---------------------------------------------------------------
 

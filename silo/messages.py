@@ -86,6 +86,15 @@ class KeyBundle:
 
 
 @dataclass(frozen=True)
+class SiloStatus:
+    """Who is answering: a restarted actor has a new incarnation and nothing loaded."""
+
+    silo: str
+    incarnation: str
+    ready: bool  # data prepared and model built: can train this round
+
+
+@dataclass(frozen=True)
 class SiloReady:
     silo: str
     train_rows: int
@@ -94,6 +103,7 @@ class SiloReady:
     n_inputs: int
     n_parameters: int
     device: str
+    node: str = ""  # the Ray node it runs on (its organization's, when pinned)
 
 
 @dataclass(frozen=True)
