@@ -26,7 +26,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 
 from orchestrator.errors import RoundFailed, SetupFailed, SiloFailure
 from orchestrator.metrics import GlobalEval, combine
-from orchestrator.records import RoundRecord, SetupReport
+from orchestrator.records import OrchestratorState, RoundRecord, SetupReport
 from orchestrator.schema import agree
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import Strategy
@@ -376,6 +376,21 @@ class Orchestrator:
             return ray.get(self._silos[silo].publish.remote(self._global, request))
         except RayError as err:
             raise SetupFailed("publishing the model", [SiloFailure(silo, failure_reason(err))]) from err
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def state(self) -> OrchestratorState:
+        assert self._codec is not None, "setup() must run first"
+        return OrchestratorState(self._round, self._global, self._public_context, self._codec.key_id)
+
+    def restore(self, state: OrchestratorState) -> None:
+        """Continue after ``state.round`` (set-up with the checkpoint's key must have run)."""
+        assert self._codec is not None, "setup() must run first"
+        if state.key_id != self._codec.key_id:
+            raise CodecError(
+                f"checkpoint was encrypted under key {state.key_id}, silos hold {self._codec.key_id}"
+            )
+        self._round, self._global = state.round, state.global_payload
 
     # -- introspection (tests, tags) ---------------------------------------------------
 

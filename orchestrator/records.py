@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from orchestrator.errors import SiloFailure
 from orchestrator.metrics import GlobalEval
+from privacy.codec import Payload
 from silo.data import SiloDescription
 from silo.messages import SiloReady
 from silo.preprocess import AgreedSchema
@@ -36,3 +37,13 @@ class RoundRecord:
     incoming: GlobalEval | None  # the model this round started from (after round - 1)
     rejoined: tuple[str, ...] = ()  # silos that had restarted and rejoined before this round
     attempts: int = 1  # tries it took (see OrchestratorSettings.round_retries)
+
+
+@dataclass(frozen=True)
+class OrchestratorState:
+    """What a checkpoint needs from the orchestrator: ciphertexts and public parameters only."""
+
+    round: int  # the last completed round
+    global_payload: Payload | None  # Enc(global model after `round`)
+    public_context: bytes | None  # the HE parameters the silos' key belongs to
+    key_id: str  # fingerprint of that key

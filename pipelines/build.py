@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import Strategy, make_strategy
 from pipelines.spec import LoadedPipeline
@@ -55,23 +57,32 @@ def keys_folder(loaded: LoadedPipeline) -> str | None:
     return loaded.resolve(keys) if keys is not None else None
 
 
-def silo_specs(loaded: LoadedPipeline) -> list[SiloSpec]:
+def silo_specs(
+    loaded: LoadedPipeline, key_backup: Callable[[str], str] | None = None, resume: bool = False
+) -> list[SiloSpec]:
+    """``key_backup(silo)``: where that silo keeps a copy of the run's HE key (checkpointed
+    runs). ``resume``: silos read the key from there instead of receiving a fresh one."""
     spec = loaded.spec
     data = data_spec(loaded)
     model = ModelSpec(kind=spec.model.kind, hidden=tuple(spec.model.hidden))
     keys = keys_folder(loaded)
-    return [
-        SiloSpec(
-            name=s.name,
-            path=loaded.silo_path(s),
-            data=data,
-            model=model,
-            he=he_config(loaded),
-            he_secret_path=f"{keys}/{SECRET_NAME}" if keys else None,
-            seed=spec.training.seed,
+    specs = []
+    for s in spec.silos:
+        backup = key_backup(s.name) if key_backup and not keys and spec.privacy.he != "off" else None
+        secret = f"{keys}/{SECRET_NAME}" if keys else (backup if resume else None)
+        specs.append(
+            SiloSpec(
+                name=s.name,
+                path=loaded.silo_path(s),
+                data=data,
+                model=model,
+                he=he_config(loaded),
+                he_secret_path=secret,
+                he_key_backup_path=backup,
+                seed=spec.training.seed,
+            )
         )
-        for s in spec.silos
-    ]
+    return specs
 
 
 def strategy(loaded: LoadedPipeline) -> Strategy:
@@ -89,15 +100,19 @@ def strategy(loaded: LoadedPipeline) -> Strategy:
     return make_strategy(t.strategy, **params)
 
 
-def orchestrator_settings(loaded: LoadedPipeline) -> OrchestratorSettings:
-    """Reads the public key file (if keys are provisioned) on the driver's machine."""
+def orchestrator_settings(
+    loaded: LoadedPipeline, known_key: tuple[bytes, str] | None = None
+) -> OrchestratorSettings:
+    """Reads the public key file (if keys are provisioned) on the driver's machine.
+    ``known_key``: (public context, key id) the silos already hold (resumed runs)."""
     spec = loaded.spec
     keys = keys_folder(loaded)
     he = he_config(loaded)
+    provisioned = read_public_key_file(f"{keys}/{PUBLIC_NAME}", he) if keys else known_key
     return OrchestratorSettings(
         min_silos=spec.min_silos,
         round_timeout_s=spec.round_timeout_s,
         round_retries=spec.round_retries,
         he=he,
-        provisioned_public=read_public_key_file(f"{keys}/{PUBLIC_NAME}", he) if keys else None,
+        provisioned_public=provisioned,
     )

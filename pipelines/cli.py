@@ -21,6 +21,7 @@ from rich.table import Table
 from orchestrator.errors import FederationError, SchemaMismatch
 from orchestrator.schema import agree
 from pipelines import build
+from pipelines.checkpoint import CheckpointError
 from pipelines.spec import LoadedPipeline, PipelineError, bundled_example, load_pipeline
 from privacy.codec import CodecError
 from silo.data import inspect_table
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--summary-json", type=Path, help="write a machine-readable summary here")
     run.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379)")
     run.add_argument("--rounds", type=int, help="override the pipeline's number of rounds")
+    run.add_argument("--resume", metavar="RUN_ID", help="continue a run from its last checkpoint")
 
     validate = commands.add_parser("validate", help="check a pipeline and every silo's data")
     validate.add_argument("pipeline", type=Path)
@@ -102,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     console = Console()
-    err_console = Console(stderr=True)
+    err_console = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, to copy
     try:
         if args.command == "validate":
             validate(load_pipeline(args.pipeline), console)
@@ -118,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded = load_pipeline(path)
         if args.rounds is not None and args.rounds < 1:
             raise PipelineError(path, ["--rounds must be at least 1"])
-        options = RunOptions(address=args.address, rounds=args.rounds, log_to_driver=args.verbose)
+        options = RunOptions(
+            address=args.address, rounds=args.rounds, log_to_driver=args.verbose, resume=args.resume
+        )
         summary = run_federation(loaded, options, console)
         if args.summary_json:
             write_summary(summary, args.summary_json)
@@ -130,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SchemaMismatch as err:
         err_console.print(f"[red]error:[/] {err}", highlight=False)
         return EXIT_INPUT
-    except CodecError as err:
+    except (CodecError, CheckpointError) as err:
         err_console.print(f"[red]error:[/] {err}", highlight=False)
         return EXIT_INPUT
     except FederationError as err:

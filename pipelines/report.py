@@ -29,6 +29,10 @@ class RunSummary:
     wall_seconds: float = 0.0
     per_silo: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSummary:
+        return cls(**data)
+
     def add_round(self, record: RoundRecord) -> None:
         self.rounds_completed = record.round
         self.per_round.append(
@@ -40,6 +44,8 @@ class RunSummary:
                 "bytes_down": record.bytes_down,
                 "global_val_accuracy": None,
                 "failures": [str(f) for f in record.failures],
+                "rejoined": list(record.rejoined),
+                "attempts": record.attempts,
             }
         )
 
@@ -111,7 +117,12 @@ No row of data left any silo; the orchestrator added the silos' updates {how}.
 """
 
 
-def metrics_figure(history: list[GlobalEval]) -> Any:
+def metrics_figure(
+    accuracy: list[tuple[int, float]],
+    loss: list[tuple[int, float]],
+    per_silo: dict[str, list[tuple[int, float]]],
+) -> Any:
+    """Global and per-silo validation accuracy, and global loss, by round ((step, value) pairs)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,15 +132,13 @@ def metrics_figure(history: list[GlobalEval]) -> Any:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for axis in (left, right):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    rounds = [h.after_round for h in history]
-    left.plot(rounds, [h.accuracy for h in history], label="global", linewidth=2)
-    names = sorted({n for h in history for n in h.per_silo})
-    for name in names:
-        points = [(h.after_round, h.per_silo[name].accuracy) for h in history if name in h.per_silo]
-        left.plot([p[0] for p in points], [p[1] for p in points], label=name, alpha=0.6)
+    left.plot([s for s, _ in accuracy], [v for _, v in accuracy], label="global", linewidth=2)
+    for name in sorted(per_silo):
+        points = per_silo[name]
+        left.plot([s for s, _ in points], [v for _, v in points], label=name, alpha=0.6)
     left.set(xlabel="round", ylabel="validation accuracy", title="Accuracy")
     left.legend(fontsize=8)
-    right.plot(rounds, [h.loss for h in history], label="global", linewidth=2)
+    right.plot([s for s, _ in loss], [v for _, v in loss], label="global", linewidth=2)
     right.set(xlabel="round", ylabel="validation loss", title="Loss")
     fig.tight_layout()
     return fig

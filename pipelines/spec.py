@@ -127,6 +127,8 @@ class TrackingSection(_Section):
     experiment: str | None = None  # default: the pipeline name
     registered_model: str | None = None  # default: "<name>-model"
     publisher: str | None = None  # the silo that decrypts and registers; default: the first
+    # Checkpoints for --resume, relative to the current folder (like the MLflow store).
+    checkpoints: str = "fedsilo-checkpoints"
 
 
 class ResourcesSection(_Section):

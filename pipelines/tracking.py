@@ -81,17 +81,51 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
 class RunTracker:
     """The federation's MLflow run, driven from the driver process."""
 
-    def __init__(self, tracking_uri: str, experiment: str, run_name: str) -> None:
+    def __init__(self, tracking_uri: str, experiment: str, run_name: str, run_id: str | None = None) -> None:
+        """``run_id``: continue that run (``--resume``) instead of starting one."""
         import mlflow
 
         self._mlflow = mlflow
         self.tracking_uri = tracking_uri
         mlflow.set_tracking_uri(tracking_uri)
         self.experiment = experiment
-        mlflow.set_experiment(experiment)
-        self._run = mlflow.start_run(run_name=run_name)
+        if run_id is None:
+            mlflow.set_experiment(experiment)
+            self._run = mlflow.start_run(run_name=run_name)
+        else:
+            self._run = mlflow.start_run(run_id=run_id)
         self.run_id: str = self._run.info.run_id
         self.events: list[dict[str, Any]] = []
+        # Steps already in the store (a resumed run): logging stays idempotent per step.
+        self._logged_rounds: set[int] = set()
+        self._logged_evals: set[int] = set()
+        if run_id is not None:
+            client = self._mlflow.MlflowClient()
+            self._logged_rounds = {m.step for m in client.get_metric_history(run_id, "round/participants")}
+            self._logged_evals = {m.step for m in client.get_metric_history(run_id, "global/val_accuracy")}
+            events = self._mlflow.artifacts.load_dict if self._has_artifact("events.json") else None
+            if events is not None:
+                self.events = list(events(f"runs:/{run_id}/events.json").get("events", []))
+
+    def _has_artifact(self, name: str) -> bool:
+        client = self._mlflow.MlflowClient()
+        return any(a.path == name for a in client.list_artifacts(self.run_id))
+
+    def series(self, name: str) -> list[tuple[int, float]]:
+        """A metric's (step, value) pairs, one per step, from the tracking store."""
+        self.flush()
+        history = self._mlflow.MlflowClient().get_metric_history(self.run_id, name)
+        return sorted({m.step: m.value for m in history}.items())
+
+    def resumed(self, after_round: int) -> None:
+        self._mlflow.set_tag("fedsilo.resumed_after_round", str(after_round))
+        self.events.append({"round": after_round, "silo": "", "event": "run resumed from checkpoint"})
+
+    def ensure_round_logged(self, record: RoundRecord) -> None:
+        """A round checkpointed just before a crash may have missed MLflow: log it (once)."""
+        self.log_round(record)
+        if record.incoming is not None:
+            self.log_eval(record.incoming)
 
     def log_pipeline(self, loaded: LoadedPipeline) -> None:
         spec = loaded.spec
@@ -124,6 +158,9 @@ class RunTracker:
         self._mlflow.log_metrics(metrics, step=0)
 
     def log_round(self, record: RoundRecord) -> None:
+        if record.round in self._logged_rounds:
+            return
+        self._logged_rounds.add(record.round)
         # Asynchronous: rounds never wait for the tracking store; finish() flushes.
         self._mlflow.log_metrics(round_metrics(record), step=record.round, synchronous=False)
         for failure in record.failures:
@@ -134,6 +171,9 @@ class RunTracker:
             self._mlflow.log_dict({"events": self.events}, "events.json")  # as they happen, not at the end
 
     def log_eval(self, result: GlobalEval) -> None:
+        if result.after_round in self._logged_evals:
+            return
+        self._logged_evals.add(result.after_round)
         self._mlflow.log_metrics(eval_metrics(result), step=result.after_round, synchronous=False)
 
     def log_figure(self, figure: Any, name: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from privacy.codec import CodecError
 from privacy.params import HEConfig
-from privacy.schemes import generate_keys
+from privacy.schemes import SecretKeys, generate_keys
 
 MAGIC = b"FEDSILO-KEY-1\n"
 SECRET_NAME = "he-secret.key"
@@ -47,6 +47,15 @@ def write_key_files(config: HEConfig, folder: Path) -> tuple[Path, Path]:
     _write(secret, {**header, "kind": "secret"}, keys.secret_bytes(), 0o600)
     _write(public, {**header, "kind": "public"}, keys.public_bytes(), 0o644)
     return secret, public
+
+
+def write_secret_key_file(path: str | Path, config: HEConfig, keys: SecretKeys) -> None:
+    """A silo's own copy of its HE secret key (mode 0600), so a resumed run can decrypt the
+    checkpointed model. Written on the silo's node only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"scheme": config.scheme, "key_id": keys.key_id, "params": _params(config), "kind": "secret"}
+    _write(path, header, keys.secret_bytes(), 0o600)
 
 
 def _read(path: str | Path, config: HEConfig, kind: str) -> tuple[dict[str, Any], bytes]:

@@ -26,7 +26,7 @@ import torch
 
 from privacy.aggregate import bound_hint, encode_weighted
 from privacy.codec import Codec, Payload, PlainCodec
-from privacy.keyfile import read_key_file
+from privacy.keyfile import read_key_file, write_secret_key_file
 from privacy.schemes import SecretKeys, generate_keys, keys_from_secret
 from privacy.sealing import SealingKey, seal
 from privacy.signing import SignedUpdate, UpdateSigner
@@ -138,6 +138,9 @@ class SiloWorker:
     def _install(self, keys: SecretKeys) -> None:
         self._keys = keys
         self._codec = keys.codec()
+        backup = self.spec.he_key_backup_path
+        if backup is not None and backup != self.spec.he_secret_path:
+            write_secret_key_file(backup, self.spec.he, keys)
 
     def generate_he_keys(self, peers: dict[str, bytes]) -> KeyBundle:
         """Make a fresh HE secret key; seal it to each peer's X25519 key; keep it here."""

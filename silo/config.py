@@ -45,4 +45,7 @@ class SiloSpec:
     # Out-of-band keys (`fedsilo keys init`): the secret key file on this silo's node.
     # None: a fresh key set is made for the run and shared between silos sealed.
     he_secret_path: str | None = None
+    # Checkpointed runs: where this silo keeps a copy of the run's HE secret key (on its own
+    # node), so that `fedsilo run --resume` can decrypt the checkpointed model.
+    he_key_backup_path: str | None = None
     seed: int = 0
