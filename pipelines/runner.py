@@ -22,7 +22,7 @@ from orchestrator.actor import Orchestrator, failure_reason
 from orchestrator.errors import FederationError
 from orchestrator.metrics import GlobalEval
 from orchestrator.records import OrchestratorState, SetupReport
-from pipelines import build, checkpoint
+from pipelines import build, checkpoint, placement
 from pipelines.console import round_progress, setup_table, summary_table
 from pipelines.report import RunSummary, metrics_figure, model_card
 from pipelines.spec import LoadedPipeline
@@ -99,24 +99,44 @@ class _Federation:
         spec = loaded.spec
         self._loaded = loaded
         self._namespace = ray.get_runtime_context().namespace
-        resources = spec.resources
+        self.placement = placement.plan(spec, ray.cluster_resources())
         silo_cls = ray.remote(SiloWorker)
 
         def backup(silo: str) -> str:
             return checkpoint.key_backup_path(checkpoints, run_id, silo)
 
         specs = build.silo_specs(loaded, backup, resume)
-        self.silos = {
+        self.silos: dict[str, Any] = {
             s.name: silo_cls.options(
                 name=f"silo:{s.name}",
                 namespace=self._namespace,
-                num_cpus=resources.cpus_per_silo,
-                num_gpus=resources.gpus_per_silo,
-                max_restarts=resources.silo_restarts,
+                num_cpus=self.placement[s.name].num_cpus,
+                num_gpus=self.placement[s.name].num_gpus,
+                resources=self.placement[s.name].resources,
+                max_restarts=spec.resources.silo_restarts,
             ).remote(s)
             for s in specs
         }
         self.orchestrator: Any = None
+        self._wait_placed(spec.resources.placement_timeout_s)
+
+    def _wait_placed(self, timeout: float) -> None:
+        """Every silo placed and started within ``timeout``, or a clear error naming the silos."""
+        refs = {h.status.remote(): name for name, h in self.silos.items()}
+        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        failed: list[str] = []
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as err:
+                failed.append(f"silo {refs[ref]!r} failed to start: {failure_reason(err)}")
+        failed += [
+            f"silo {refs[r]!r} was not placed within {timeout:g}s: no node has free "
+            f"{{{self.placement[refs[r]].demand()}}}"
+            for r in pending
+        ]
+        if failed:
+            raise placement.PlacementError("\n  ".join(["silos could not start:", *failed]))
 
     def start_orchestrator(self, known_key: tuple[bytes, str] | None) -> SetupReport:
         if self.orchestrator is not None:
@@ -222,6 +242,8 @@ def run_federation(
         summary.setup_seconds = time.perf_counter() - setup_start  # actor start-up included
         tracker.log_setup(setup, summary.setup_seconds)
         summary.model_parameters = setup.n_parameters
+        for ready in setup.ready:
+            summary.per_silo.setdefault(ready.silo, {}).update({"node": ready.node, "device": ready.device})
         console.print(setup_table(setup))
         if resumed and resumed.last_record is not None:
             tracker.ensure_round_logged(resumed.last_record)

@@ -135,7 +135,23 @@ class ResourcesSection(_Section):
     # Fractions of a CPU so four silos and the orchestrator fit a 2-core laptop;
     # raise them on real silo nodes.
     cpus_per_silo: float = Field(0.25, gt=0)
-    gpus_per_silo: float = Field(0.0, ge=0)
+    # "auto": 1 when the cluster has a GPU per silo, a fair share (1/2, 1/4, ...) when silos
+    # must share, 0 without GPUs.
+    gpus_per_silo: float | Literal["auto"] = "auto"
+    # Pin each silo to the node started with the custom resource "silo:<name>"
+    # (`ray start --address HEAD --resources '{"silo:cleveland": 1}'`): "auto" pins the silos
+    # whose resource the cluster offers, "pinned" requires it for every silo, "anywhere" never pins.
+    placement: Literal["auto", "pinned", "anywhere"] = "auto"
+    # How long a silo may wait to be placed on a node before the run stops.
+    placement_timeout_s: float = Field(120.0, gt=0)
+
+    @field_validator("gpus_per_silo")
+    @classmethod
+    def _gpus(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and value < 0:
+            raise ValueError("must be 'auto' or at least 0")
+        return value
+
     orchestrator_cpus: float = Field(0.1, gt=0)
     # Ray restarts a silo whose process dies this many times; it rejoins the next round.
     silo_restarts: int = Field(3, ge=0)

@@ -146,6 +146,7 @@ class RunTracker:
         tags = {f"fedsilo.he.{key}": value for key, value in report.codec.items()}
         tags["fedsilo.model_parameters"] = str(report.n_parameters)
         tags["fedsilo.devices"] = ",".join(f"{r.silo}={r.device}" for r in report.ready)
+        tags["fedsilo.nodes"] = ",".join(f"{r.silo}={r.node}" for r in report.ready)
         self._mlflow.set_tags(tags)
         metrics = {
             "setup/seconds": seconds,
