@@ -1,0 +1,98 @@
+"""A cluster with token authentication and mutual TLS (infra/): a federation runs on it, a
+client without the token is refused."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import example_pipeline_text
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "fedsilo-test-token-0123456789abcdef"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def secure_env(tmp_path: Path) -> dict[str, str]:
+    from ray._private.services import get_node_ip_address
+
+    certs = tmp_path / "certs"
+    subprocess.run(
+        [sys.executable, str(REPO / "infra" / "tls" / "make_certs.py"), "--out", str(certs),
+         "--node", f"head={get_node_ip_address()}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return {
+        **os.environ,
+        "RAY_USE_TLS": "1",
+        "RAY_TLS_CA_CERT": str(certs / "ca.crt"),
+        "RAY_TLS_SERVER_CERT": str(certs / "head.crt"),
+        "RAY_TLS_SERVER_KEY": str(certs / "head.key"),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": TOKEN,
+    }
+
+
+@pytest.fixture
+def secure_head(secure_env: dict[str, str]) -> Iterator[str]:
+    port = _free_port()
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"],
+        env=secure_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.5)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, 9)
+
+
+def _run(tmp_path: Path, address: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    pipeline = tmp_path / "pipeline.toml"
+    pipeline.write_text(example_pipeline_text())
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", str(pipeline), "--address", address, "--rounds", "2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_federation_runs_on_a_token_and_tls_cluster(secure_head: str, secure_env, tmp_path: Path) -> None:
+    result = _run(tmp_path, secure_head, secure_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "registered heart-disease-classifier version 1" in result.stdout
+
+
+def test_a_client_without_the_token_is_refused(secure_head: str, secure_env, tmp_path: Path) -> None:
+    no_token = {k: v for k, v in secure_env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
+    no_token["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "no-such-token")  # not ~/.ray/auth_token either
+    result = _run(tmp_path, secure_head, no_token)
+    assert result.returncode == 1
+    assert f"cannot join the Ray cluster at {secure_head}" in result.stderr
+    assert "Traceback" not in result.stderr
+    wrong = {**secure_env, "RAY_AUTH_TOKEN": "not-the-token"}
+    assert _run(tmp_path, secure_head, wrong).returncode == 1
