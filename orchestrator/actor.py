@@ -16,6 +16,7 @@ signature against the key the silo registered at set-up.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class _Collected:
     failures: list[SiloFailure] = field(default_factory=list)
     late: list[str] = field(default_factory=list)
     bytes_up: int = 0
+    add_seconds: float = 0.0  # verifying signatures and adding ciphertexts, not waiting
 
 
 class Orchestrator:
@@ -140,6 +142,7 @@ class Orchestrator:
         refs = {self._silos[n].encode_staged.remote(f"{phase}/{n}", bound): n for n in hints}
         out = _Collected(running)
         for name, update in _arrivals(refs, deadline):
+            started = time.perf_counter()
             try:
                 if isinstance(update, RayError):
                     raise update
@@ -149,6 +152,8 @@ class Orchestrator:
             except (RayError, CodecError, SignatureError) as err:
                 out.failures.append(SiloFailure(name, failure_reason(err)))
                 continue
+            finally:
+                out.add_seconds += time.perf_counter() - started
             out.accepted.append(name)
             out.bytes_up += item.payload.nbytes
         out.late = list(refs.values())
@@ -323,14 +328,14 @@ class Orchestrator:
         late = list(refs.values())
         accepted: list[str] = []
         answered = len(trained)  # until updates are collected: who trained in time
-        bytes_up = 0
+        bytes_up, add_seconds = 0, 0.0
         running = self._strategy.aggregator(self._codec)
         if len(trained) >= self._settings.min_silos:
             hints = {name: res.bound_hint for name, res in trained.items()}
             # round_timeout_s bounds training; encoding with the agreed range gets a window of its own.
             encode_deadline = time.monotonic() + self._settings.round_timeout_s
             out = self._collect(f"round-{server_round}", hints, running, encode_deadline, self._n_parameters)
-            accepted, bytes_up = out.accepted, out.bytes_up
+            accepted, bytes_up, add_seconds = out.accepted, out.bytes_up, out.add_seconds
             answered = len(accepted)
             failures += out.failures
             late += out.late
@@ -339,7 +344,9 @@ class Orchestrator:
         ]
         if len(accepted) < self._settings.min_silos:
             raise RoundFailed(server_round, answered, self._settings.min_silos, failures)
+        started = time.perf_counter()
         self._global = running.mean()
+        add_seconds += time.perf_counter() - started
         self._round = server_round
         for failure in failures:
             logger.warning("round %d: silo %s left out: %s", server_round, failure.silo, failure.reason)
@@ -356,6 +363,7 @@ class Orchestrator:
             incoming=combine(server_round - 1, evaluations) if evaluations else None,
             rejoined=tuple(rejoined),
             attempts=attempt,
+            aggregate_seconds=add_seconds,
         )
 
     def evaluate(self) -> GlobalEval:
@@ -400,3 +408,7 @@ class Orchestrator:
 
     def can_decrypt(self) -> bool:
         return bool(getattr(self._codec, "can_decrypt", True))
+
+    def peak_memory_bytes(self) -> int:
+        """This process's peak resident memory so far (Linux: ru_maxrss is in KiB)."""
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

@@ -37,6 +37,7 @@ class RoundRecord:
     incoming: GlobalEval | None  # the model this round started from (after round - 1)
     rejoined: tuple[str, ...] = ()  # silos that had restarted and rejoined before this round
     attempts: int = 1  # tries it took (see OrchestratorSettings.round_retries)
+    aggregate_seconds: float = 0.0  # the orchestrator's own work: verifying and adding updates
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
         "round/late": float(len(record.late)),
         "round/rejoined": float(len(record.rejoined)),
         "round/attempts": float(record.attempts),
+        "round/aggregate_seconds": record.aggregate_seconds,
     }
     for name, loss in record.train_loss.items():
         metrics[f"silo/{name}/train_loss"] = loss

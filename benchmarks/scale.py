@@ -1,0 +1,170 @@
+"""How rounds scale with silos and model size: 4 to 32 silos, 10^4 to 10^7 parameters, HE on and off.
+
+The silos are simulated on this machine: `SyntheticSilo` is the real silo actor without data
+or training (its "local update" is the global model plus noise), so the key exchange, the
+range agreement, quantization, encryption, signatures, the orchestrator's streaming sum and
+decryption are all the real ones. Per configuration: two rounds (the first warms up), the
+second reported, with where its time went, and the orchestrator's peak memory.
+
+    .venv/bin/python benchmarks/scale.py --json scale.json
+    .venv/bin/python benchmarks/scale.py --silos 4 8 --params 10000 100000 --he packed   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.actor import Orchestrator
+from orchestrator.settings import OrchestratorSettings
+from orchestrator.strategies import FedAvg
+from privacy.codec import Payload
+from privacy.params import HEConfig, PackedParams
+from privacy.signing import SignedUpdate
+from silo.actor import SiloWorker
+from silo.config import DataSpec, ModelSpec, SiloSpec
+from silo.data import SiloDescription
+from silo.messages import Evaluation, FitIns, FitRes, SiloReady
+from silo.preprocess import AgreedSchema
+
+ROWS = 200  # training rows per simulated silo: the aggregation weight
+
+
+class SyntheticSilo(SiloWorker):
+    """The silo protocol with a synthetic model of ``n_parameters`` and no data."""
+
+    def configure(self, n_parameters: int) -> None:
+        self._n = n_parameters
+        self._pre = None
+        self._times: dict[str, float] = {}
+
+    def describe(self) -> SiloDescription:
+        return SiloDescription(self.name, ROWS, ("x", "y"), ("x",), ("x",), {}, ("0", "1"), {})
+
+    def stats_sums(self, schema: AgreedSchema) -> float:
+        self._schema = schema
+        return self._stage(np.array([ROWS, 10.0 * ROWS]), 1.0, exact=True)
+
+    def stats_squares(self, sums: Payload) -> float:
+        self._require_codec().decode(sums)
+        return self._stage(np.array([5.0 * ROWS]), 1.0, exact=True)
+
+    def finish_preprocessing(self, squares: Payload) -> SiloReady:
+        self._require_codec().decode(squares)
+        self._pre = object()  # ready
+        return SiloReady(self.name, ROWS, 10, 0, 1, self._n, "cpu")
+
+    def fit(self, ins: FitIns) -> FitRes:
+        start = time.perf_counter()
+        if ins.global_payload is None:
+            weights = np.zeros(self._n)
+        else:
+            weights = self._require_codec().decode(ins.global_payload)
+        self._times["decrypt"] = time.perf_counter() - start
+        rng = np.random.default_rng(abs(hash((self.name, ins.round))) % 2**32)
+        update = weights + rng.normal(0.0, 0.01, self._n)  # stands for local training
+        hint = self._stage(update, float(ROWS), exact=False)
+        return FitRes(self.name, ins.round, hint, ROWS, 0.0, Evaluation(self.name, 10, 1.0, 5), 0.0)
+
+    def encode_staged(self, tag: str, bound: float) -> SignedUpdate:
+        start = time.perf_counter()
+        update = super().encode_staged(tag, bound)
+        self._times["encrypt"] = time.perf_counter() - start
+        return update
+
+    def times(self) -> dict[str, float]:
+        return dict(self._times)
+
+
+def run_config(silos: list[Any], he: HEConfig, n_parameters: int) -> dict[str, Any]:
+    ray.get([s.configure.remote(n_parameters) for s in silos])
+    handles = {f"s{i}": s for i, s in enumerate(silos)}
+    settings = OrchestratorSettings(min_silos=len(silos), round_timeout_s=1200, he=he)
+    orchestrator = ray.remote(num_cpus=0.1)(Orchestrator).remote(handles, FedAvg(), settings)
+    try:
+        ray.get(orchestrator.setup.remote())
+        baseline = ray.get(orchestrator.peak_memory_bytes.remote())
+        ray.get(orchestrator.run_round.remote(1))  # warm-up, and a global model to decrypt
+        start = time.perf_counter()
+        record = ray.get(orchestrator.run_round.remote(2))
+        wall = time.perf_counter() - start
+        times = ray.get([s.times.remote() for s in silos])
+        return {
+            "silos": len(silos),
+            "parameters": n_parameters,
+            "he": he.scheme,
+            "round_s": wall,
+            "aggregate_s": record.aggregate_seconds,
+            "encrypt_s_per_silo": float(np.mean([t.get("encrypt", 0.0) for t in times])),
+            "decrypt_s_per_silo": float(np.mean([t.get("decrypt", 0.0) for t in times])),
+            "bytes_up": record.bytes_up,
+            "bytes_down": record.bytes_down,
+            "orchestrator_peak_mb": ray.get(orchestrator.peak_memory_bytes.remote()) / 2**20,
+            "orchestrator_after_setup_mb": baseline / 2**20,
+        }
+    finally:
+        ray.kill(orchestrator)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--silos", type=int, nargs="+", default=[4, 8, 16, 32])
+    parser.add_argument("--params", type=int, nargs="+", default=[10**4, 10**5, 10**6, 10**7])
+    parser.add_argument("--he", nargs="+", choices=["packed", "off"], default=["packed", "off"])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    console = Console(width=150)
+    ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1")  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    try:
+        for scheme in args.he:
+            for count in args.silos:
+                he = HEConfig(scheme=scheme, packed=PackedParams(max_silos=count))
+                spec = SiloSpec("", "", DataSpec(target="y"), ModelSpec(), he=he)
+                actor = ray.remote(num_cpus=0.01)(SyntheticSilo)
+                silos = [
+                    actor.remote(SiloSpec(f"s{i}", "", spec.data, spec.model, he=he)) for i in range(count)
+                ]
+                try:
+                    for n in args.params:
+                        with console.status(f"he={scheme}, {count} silos, {n:,} parameters"):
+                            row = run_config(silos, he, n)
+                        rows.append(row)
+                        console.print(
+                            f"he={scheme:6} silos={count:3} params={n:>10,}: round {row['round_s']:.2f}s, "
+                            f"aggregate {row['aggregate_s']:.2f}s, "
+                            f"orchestrator peak {row['orchestrator_peak_mb']:.0f} MB"
+                        )
+                finally:
+                    for s in silos:
+                        ray.kill(s)
+    finally:
+        ray.shutdown()
+    table = Table(title="Round cost by silos and parameters (second round of each configuration)")
+    for column in ("he", "silos", "parameters", "round s", "aggregate s", "encrypt s/silo", "decrypt s/silo",
+                   "MB up", "MB down", "orch. MB after set-up", "orch. peak MB"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            r["he"], str(r["silos"]), f"{r['parameters']:,}", f"{r['round_s']:.2f}",
+            f"{r['aggregate_s']:.3f}", f"{r['encrypt_s_per_silo']:.3f}", f"{r['decrypt_s_per_silo']:.3f}",
+            f"{r['bytes_up'] / 1e6:.1f}", f"{r['bytes_down'] / 1e6:.1f}",
+            f"{r['orchestrator_after_setup_mb']:.0f}", f"{r['orchestrator_peak_mb']:.0f}",
+        )  # fmt: skip
+    console.print(table)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
