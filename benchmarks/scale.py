@@ -92,7 +92,7 @@ def run_config(silos: list[Any], he: HEConfig, n_parameters: int) -> dict[str, A
     orchestrator = ray.remote(num_cpus=0.1)(Orchestrator).remote(handles, FedAvg(), settings)
     try:
         ray.get(orchestrator.setup.remote())
-        baseline = ray.get(orchestrator.peak_memory_bytes.remote())
+        baseline = ray.get(orchestrator.peak_memory_bytes.remote())["rss"]
         ray.get(orchestrator.run_round.remote(1))  # warm-up, and a global model to decrypt
         start = time.perf_counter()
         record = ray.get(orchestrator.run_round.remote(2))
@@ -108,7 +108,9 @@ def run_config(silos: list[Any], he: HEConfig, n_parameters: int) -> dict[str, A
             "decrypt_s_per_silo": float(np.mean([t.get("decrypt", 0.0) for t in times])),
             "bytes_up": record.bytes_up,
             "bytes_down": record.bytes_down,
-            "orchestrator_peak_mb": ray.get(orchestrator.peak_memory_bytes.remote()) / 2**20,
+            "orchestrator_peak_mb": (memory := ray.get(orchestrator.peak_memory_bytes.remote()))["rss"]
+            / 2**20,
+            "orchestrator_private_peak_mb": memory["private"] / 2**20,
             "orchestrator_after_setup_mb": baseline / 2**20,
         }
     finally:
@@ -143,7 +145,8 @@ def main() -> None:
                         console.print(
                             f"he={scheme:6} silos={count:3} params={n:>10,}: round {row['round_s']:.2f}s, "
                             f"aggregate {row['aggregate_s']:.2f}s, "
-                            f"orchestrator peak {row['orchestrator_peak_mb']:.0f} MB"
+                            f"orchestrator peak {row['orchestrator_peak_mb']:.0f} MB "
+                            f"(private {row['orchestrator_private_peak_mb']:.0f} MB)"
                         )
                 finally:
                     for s in silos:
@@ -152,7 +155,8 @@ def main() -> None:
         ray.shutdown()
     table = Table(title="Round cost by silos and parameters (second round of each configuration)")
     for column in ("he", "silos", "parameters", "round s", "aggregate s", "encrypt s/silo", "decrypt s/silo",
-                   "MB up", "MB down", "orch. MB after set-up", "orch. peak MB"):  # fmt: skip
+                   "MB up", "MB down", "orch. MB after set-up", "orch. peak RSS MB",
+                   "orch. peak private MB"):  # fmt: skip
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(
@@ -160,6 +164,7 @@ def main() -> None:
             f"{r['aggregate_s']:.3f}", f"{r['encrypt_s_per_silo']:.3f}", f"{r['decrypt_s_per_silo']:.3f}",
             f"{r['bytes_up'] / 1e6:.1f}", f"{r['bytes_down'] / 1e6:.1f}",
             f"{r['orchestrator_after_setup_mb']:.0f}", f"{r['orchestrator_peak_mb']:.0f}",
+            f"{r['orchestrator_private_peak_mb']:.0f}",
         )  # fmt: skip
     console.print(table)
     if args.json:

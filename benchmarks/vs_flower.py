@@ -91,6 +91,7 @@ def fedsilo_child(he: str, rounds: int, out: Path) -> int:
     import ray
 
     import pipelines.runner as runner
+    from pipelines import federation
     from pipelines.spec import bundled_example, parse_pipeline
 
     path = bundled_example()
@@ -104,7 +105,7 @@ def fedsilo_child(he: str, rounds: int, out: Path) -> int:
     start = time.perf_counter()
     # The runner's own Ray start (what `fedsilo run` does), called first so that it is
     # timed apart; run_federation then finds Ray up and leaves the shutdown to us.
-    runner._start_ray(loaded, options)
+    federation.start_ray(loaded.spec.name, None, False)
     ray_init_s = time.perf_counter() - start
     t_ray_up = time.time()
     summary = runner.run_federation(loaded, options, Console(file=sys.stdout, width=120))

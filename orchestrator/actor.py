@@ -105,6 +105,7 @@ class Orchestrator:
         self._schema: AgreedSchema | None = None
         self._stats: tuple[Payload, Payload] | None = None  # Enc(pass-1 sums), Enc(pass-2 sums)
         self._incarnations: dict[str, str] = {}
+        self._peak_private = 0  # bytes, sampled while adding updates
 
     # -- calling silos ---------------------------------------------------------
 
@@ -149,6 +150,7 @@ class Orchestrator:
                 item = verify_update(update, name, f"{phase}/{name}", self._signing[name])
                 check_payload(self._codec.name, item.payload, length, key_id=self._codec.key_id)
                 running.add(item)  # streamed: one running sum, never every update at once
+                self._sample_memory()
             except (RayError, CodecError, SignatureError) as err:
                 out.failures.append(SiloFailure(name, failure_reason(err)))
                 continue
@@ -182,10 +184,12 @@ class Orchestrator:
         hints = self._setup_step(step1, "stats_sums", lambda _: (schema,))
         total, up1 = self._setup_sum(step1, "stats-1", hints)
         step2 = "feature statistics (pass 2)"
-        hints = self._setup_step(step2, "stats_squares", lambda _: (total,))
+        total_ref = ray.put(total)  # one copy in the object store, read by every silo
+        hints = self._setup_step(step2, "stats_squares", lambda _: (total_ref,))
         total_sq, up2 = self._setup_sum(step2, "stats-2", hints)
+        total_sq_ref = ray.put(total_sq)
         ready: dict[str, SiloReady] = self._setup_step(
-            "preparing local data", "finish_preprocessing", lambda _: (total_sq,)
+            "preparing local data", "finish_preprocessing", lambda _: (total_sq_ref,)
         )
         sizes = {r.n_parameters for r in ready.values()}
         if len(sizes) != 1:
@@ -314,7 +318,8 @@ class Orchestrator:
         active, rejoined, unavailable = self._refresh()
         deadline = time.monotonic() + self._settings.round_timeout_s
         ins = FitIns(server_round, self._global, self._strategy.configure_fit(server_round))
-        refs = {self._silos[name].fit.remote(ins): name for name in active}
+        ins_ref = ray.put(ins)  # the global model goes into the object store once, not once per silo
+        refs = {self._silos[name].fit.remote(ins_ref): name for name in active}
         bytes_down = len(refs) * (self._global.nbytes if self._global else 0)
         trained: dict[str, FitRes] = {}
         failures: list[SiloFailure] = list(unavailable)
@@ -368,8 +373,9 @@ class Orchestrator:
 
     def evaluate(self) -> GlobalEval:
         """Every silo scores the current global model on its validation rows."""
+        global_ref = ray.put(self._global)  # once, not once per silo
         results, failures = self._call_all(
-            "evaluate", lambda _: (self._global,), self._settings.round_timeout_s
+            "evaluate", lambda _: (global_ref,), self._settings.round_timeout_s
         )
         for failure in failures:
             logger.warning("evaluation: silo %s left out: %s", failure.silo, failure.reason)
@@ -409,6 +415,20 @@ class Orchestrator:
     def can_decrypt(self) -> bool:
         return bool(getattr(self._codec, "can_decrypt", True))
 
-    def peak_memory_bytes(self) -> int:
-        """This process's peak resident memory so far (Linux: ru_maxrss is in KiB)."""
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    def peak_memory_bytes(self) -> dict[str, int]:
+        """Peak resident memory ("rss", which counts pages of Ray's shared object store this
+        process touched while reading updates) and peak private memory ("private", sampled
+        after every addition: what this process itself holds)."""
+        return {
+            "rss": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
+            "private": self._peak_private,
+        }
+
+    def _sample_memory(self) -> None:
+        try:
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith("RssAnon:"):
+                        self._peak_private = max(self._peak_private, int(line.split()[1]) * 1024)
+        except OSError:  # not Linux: no sample
+            pass

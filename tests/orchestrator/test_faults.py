@@ -134,3 +134,15 @@ def test_a_straggler_is_left_out_and_its_late_update_never_used(ray_local, names
         ]  # its round-3 update, signed for round 3
     finally:
         _cleanup(silos, orchestrator)
+
+
+def test_a_silo_killed_through_ray_is_restarted_and_rejoins(ray_local, namespace, paths) -> None:
+    silos, orchestrator = _federation(namespace, paths, {})
+    try:
+        ray.get(orchestrator.run_round.remote(1))
+        ray.kill(silos["east"], no_restart=False)  # `ray.kill` on silo:east, letting Ray restart it
+        records = [ray.get(orchestrator.run_round.remote(r)) for r in (2, 3, 4)]
+        assert any("east" in r.rejoined for r in records)
+        assert sorted(records[-1].participants) == ["east", "north", "south"]
+    finally:
+        _cleanup(silos, orchestrator)
