@@ -13,9 +13,13 @@ second reported, with where its time went, and the orchestrator's peak memory.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +34,38 @@ from orchestrator.strategies import FedAvg
 from privacy.codec import Payload
 from privacy.params import HEConfig, PackedParams
 from privacy.signing import SignedUpdate
-from silo.actor import SiloWorker
+from silo.actor import SiloWorker, silo_actor
 from silo.config import DataSpec, ModelSpec, SiloSpec
 from silo.data import SiloDescription
 from silo.messages import Evaluation, FitIns, FitRes, SiloReady
 from silo.preprocess import AgreedSchema
 
 ROWS = 200  # training rows per simulated silo: the aggregation weight
+SLOTS = Path(tempfile.gettempdir()) / "fedsilo-scale-slots"
+
+
+@contextlib.contextmanager
+def cpu_slot() -> Iterator[None]:
+    """One of `os.cpu_count()` slots, across the silo processes of this machine. Simulated silos
+    share the machine's cores: without this, all of them would decrypt or encrypt at once,
+    each with its large temporaries, which takes no less time and can exhaust memory; on a
+    real cluster each silo does this work on its own node."""
+    SLOTS.mkdir(exist_ok=True)
+    while True:
+        for slot in range(os.cpu_count() or 2):
+            handle = open(SLOTS / str(slot), "w")  # noqa: SIM115 (held while the slot is)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+            return
+        time.sleep(0.005)
 
 
 class SyntheticSilo(SiloWorker):
@@ -64,21 +93,24 @@ class SyntheticSilo(SiloWorker):
         return SiloReady(self.name, ROWS, 10, 0, 1, self._n, "cpu")
 
     def fit(self, ins: FitIns) -> FitRes:
-        start = time.perf_counter()
-        if ins.global_payload is None:
-            weights = np.zeros(self._n)
-        else:
-            weights = self._require_codec().decode(ins.global_payload)
-        self._times["decrypt"] = time.perf_counter() - start
-        rng = np.random.default_rng(abs(hash((self.name, ins.round))) % 2**32)
-        update = weights + rng.normal(0.0, 0.01, self._n)  # stands for local training
-        hint = self._stage(update, float(ROWS), exact=False)
+        with cpu_slot():
+            start = time.perf_counter()
+            if ins.global_payload is None:
+                weights = np.zeros(self._n)
+            else:
+                weights = self._require_codec().decode(ins.global_payload)
+            self._times["decrypt"] = time.perf_counter() - start
+            rng = np.random.default_rng(abs(hash((self.name, ins.round))) % 2**32)
+            update = (weights + rng.normal(0.0, 0.01, self._n)).astype(np.float32)  # stands for training
+            del weights
+            hint = self._stage(update, float(ROWS), exact=False)
         return FitRes(self.name, ins.round, hint, ROWS, 0.0, Evaluation(self.name, 10, 1.0, 5), 0.0)
 
     def encode_staged(self, tag: str, bound: float) -> SignedUpdate:
-        start = time.perf_counter()
-        update = super().encode_staged(tag, bound)
-        self._times["encrypt"] = time.perf_counter() - start
+        with cpu_slot():
+            start = time.perf_counter()
+            update = super().encode_staged(tag, bound)
+            self._times["encrypt"] = time.perf_counter() - start
         return update
 
     def times(self) -> dict[str, float]:
@@ -133,7 +165,7 @@ def main() -> None:
             for count in args.silos:
                 he = HEConfig(scheme=scheme, packed=PackedParams(max_silos=count))
                 spec = SiloSpec("", "", DataSpec(target="y"), ModelSpec(), he=he)
-                actor = ray.remote(num_cpus=0.01)(SyntheticSilo)
+                actor = silo_actor(SyntheticSilo, num_cpus=0.01)
                 silos = [
                     actor.remote(SiloSpec(f"s{i}", "", spec.data, spec.model, he=he)) for i in range(count)
                 ]
@@ -142,6 +174,8 @@ def main() -> None:
                         with console.status(f"he={scheme}, {count} silos, {n:,} parameters"):
                             row = run_config(silos, he, n)
                         rows.append(row)
+                        if args.json:
+                            args.json.write_text(json.dumps(rows, indent=2))  # kept if a later row fails
                         console.print(
                             f"he={scheme:6} silos={count:3} params={n:>10,}: round {row['round_s']:.2f}s, "
                             f"aggregate {row['aggregate_s']:.2f}s, "

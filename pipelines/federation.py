@@ -17,7 +17,7 @@ from orchestrator.errors import FederationError
 from orchestrator.records import SetupReport
 from pipelines import build, checkpoint, placement
 from pipelines.spec import LoadedPipeline
-from silo.actor import SiloWorker
+from silo.actor import silo_actor
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Federation:
         self._loaded = loaded
         self._namespace = ray.get_runtime_context().namespace
         self.placement = placement.plan(spec, ray.cluster_resources())
-        silo_cls = ray.remote(SiloWorker)
+        silo_cls = silo_actor()
 
         def backup(silo: str) -> str:
             return checkpoint.key_backup_path(checkpoints, run_id, silo)
@@ -99,7 +99,11 @@ class Federation:
             for s in specs
         }
         self.orchestrator: Any = None
-        self._wait_placed(spec.resources.placement_timeout_s)
+        try:
+            self._wait_placed(spec.resources.placement_timeout_s)
+        except BaseException:
+            self.stop()  # pending actors would keep their names (silo:<name>) taken
+            raise
 
     def _wait_placed(self, timeout: float) -> None:
         """Every silo placed and started within ``timeout``, or a clear error naming the silos."""

@@ -16,7 +16,7 @@ from orchestrator.errors import RoundFailed
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import FedAvg
 from privacy.params import HEConfig, PackedParams
-from silo.actor import SiloWorker
+from silo.actor import SiloWorker, silo_actor
 from silo.config import DataSpec, ModelSpec, SiloSpec
 from silo.messages import FitIns, FitRes
 from tests.conftest import synthetic_silo
@@ -47,7 +47,7 @@ def _federation(
 ) -> tuple[dict[str, Any], Any]:
     he = HEConfig(packed=PackedParams(max_silos=len(paths)))
     silos = {
-        name: ray.remote(num_cpus=0.1)(classes.get(name, SiloWorker))
+        name: silo_actor(classes.get(name), num_cpus=0.1)
         .options(name=f"silo:{name}", namespace=namespace, max_restarts=2)
         .remote(SiloSpec(name, str(path), DATA, ModelSpec(), he=he))
         for name, path in paths.items()

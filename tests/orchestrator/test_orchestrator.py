@@ -19,7 +19,7 @@ from privacy.packed import PackedKeys
 from privacy.params import HEConfig, PackedParams
 from privacy.sealing import SealError, SealingKey
 from privacy.signing import SignedUpdate, UpdateSigner
-from silo.actor import SiloWorker
+from silo.actor import SiloWorker, silo_actor
 from silo.config import DataSpec, ModelSpec, SiloSpec
 from silo.messages import KeyBundle
 from tests.conftest import synthetic_silo
@@ -39,7 +39,7 @@ def _start(
 ) -> tuple[dict[str, Any], Any]:
     config = HEConfig(scheme=he, packed=PackedParams(max_silos=max(2, len(paths))))
     silos = {
-        name: ray.remote(num_cpus=0.1)((classes or {}).get(name, SiloWorker))
+        name: silo_actor((classes or {}).get(name), num_cpus=0.1)
         .options(name=f"silo:{name}", namespace=namespace)
         .remote(
             SiloSpec(
@@ -164,7 +164,7 @@ def test_setup_failed_is_a_clean_domain_error(ray_local, namespace, write_table)
     holes = synthetic_silo(30, seed=2).assign(x2=float("nan"))
     paths = {"a": write_table("a", synthetic_silo(30, seed=1)), "b": write_table("b", holes)}
     data = DataSpec(target="y", categorical=("color",), missing="drop")
-    silo_cls = ray.remote(num_cpus=0.1)(SiloWorker)
+    silo_cls = silo_actor(num_cpus=0.1)
     off = HEConfig(scheme="off")
     silos = {
         n: silo_cls.options(namespace=namespace).remote(SiloSpec(n, str(p), data, ModelSpec(), he=off))
