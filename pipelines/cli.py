@@ -17,6 +17,7 @@ from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.errors import FederationError, SchemaMismatch
@@ -139,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"summary written to {args.summary_json}")
         return 0
     except PipelineError as err:
-        err_console.print(f"[red]error:[/] {err}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         return EXIT_INPUT
     except SchemaMismatch as err:
         err_console.print(f"[red]error:[/] {err}", highlight=False)
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(f"[red]error:[/] {err}", highlight=False)
         return EXIT_INPUT
     except TrackingError as err:
-        err_console.print(f"[red]error:[/] {err}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         return EXIT_FEDERATION
     except FederationError as err:
         err_console.print(f"[red]federation stopped:[/] {err}", highlight=False)
