@@ -29,6 +29,8 @@ from pipelines.spec import LoadedPipeline, PipelineError
 
 logger = logging.getLogger(__name__)
 
+AGENT_WAIT_S = 90.0  # how long a freshly started head may take to accept jobs
+
 
 class SubmitError(FederationError):
     """The job could not be submitted or followed; the message says where and why."""
@@ -100,15 +102,23 @@ def submit(
     with tempfile.TemporaryDirectory(prefix="fedsilo-job-") as folder:
         (Path(folder) / "pipeline.toml").write_text(loaded.text)
         runtime_env: dict[str, Any] = {"working_dir": folder}
-        try:
-            client.submit_job(
-                entrypoint=entrypoint(rounds),
-                submission_id=job_id,
-                runtime_env=runtime_env,
-                metadata={"fedsilo.pipeline": loaded.spec.name},
-            )
-        except RuntimeError as err:
-            raise SubmitError(f"the cluster at {address} refused the job: {err}") from None
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                client.submit_job(
+                    entrypoint=entrypoint(rounds),
+                    submission_id=job_id,
+                    runtime_env=runtime_env,
+                    metadata={"fedsilo.pipeline": loaded.spec.name},
+                )
+                break
+            except RuntimeError as err:
+                # A head that has just started answers before its job agent is up: wait for it.
+                if "No available agent" in str(err) and time.monotonic() < deadline:
+                    logger.info("the head's job agent is not up yet; retrying")
+                    time.sleep(2)
+                    continue
+                raise SubmitError(f"the cluster at {address} refused the job: {err}") from None
     echo(f"submitted Ray job {job_id} to {address}")
     if not wait:
         return JobOutcome(job_id, str(client.get_job_status(job_id).value))

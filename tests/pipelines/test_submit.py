@@ -26,14 +26,16 @@ def _free_port() -> int:
 @pytest.fixture
 def ray_head_with_dashboard(tmp_path: Path) -> Iterator[str]:
     """`ray start --head --block` with its dashboard (the job server); stopped by the test."""
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard, agent, agent_grpc = _free_port(), _free_port(), _free_port(), _free_port()
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     env["PATH"] = f"{bin_dir}:{env['PATH']}"  # jobs run `fedsilo` from this installation
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
          "--port", str(port), "--num-cpus", "2", "--include-dashboard", "true",
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--disable-usage-stats"],
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--disable-usage-stats",
+         # the agents' default ports may be taken by another head on a shared machine
+         "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc)],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
