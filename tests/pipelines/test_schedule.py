@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -51,7 +52,7 @@ def test_bad_cron_and_unknown_time_zone_name_the_line_and_field(tmp_path: Path) 
     with pytest.raises(PipelineError) as caught:
         _pipeline(tmp_path, cron="61 * * * *")
     (problem,) = caught.value.problems
-    assert problem.startswith("pipeline.toml:") and "schedule.cron: not a cron expression" in problem
+    assert re.match(r"^pipeline\.toml:\d+: schedule\.cron: not a cron expression", problem), problem
     assert "'61 * * * *'" in problem
     text = example_pipeline_text() + '\n[schedule]\ncron = "0 2 * * *"\ntimezone = "Mars/Olympus"\n'
     with pytest.raises(PipelineError) as caught:
@@ -205,8 +206,9 @@ def test_fedsilo_schedule_runs_a_federation_and_tags_its_mlflow_run(tmp_path: Pa
 
     assert result.returncode == 0, result.stderr[-3000:]
     history = tmp_path / "fedsilo-schedule" / "heart-disease.runs.jsonl"
-    (entry,) = [json.loads(line) for line in history.read_text().splitlines()]
-    assert entry["status"] == "finished"
+    entries = [json.loads(line) for line in history.read_text().splitlines()]
+    (entry,) = [e for e in entries if e["status"] == "finished"]  # the fires during it: skipped
+    assert {e["status"] for e in entries} <= {"finished", "skipped"}
     run = MlflowClient(store).get_run(entry["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["fedsilo.trigger"] == "schedule"
