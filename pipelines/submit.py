@@ -92,12 +92,13 @@ def submit(
     """Submit; with ``wait``, stream the job's logs and return its final status."""
     check_portable(loaded)
     _check_dashboard(address)
+    from ray.exceptions import RayError
     from ray.job_submission import JobSubmissionClient
 
     try:
         client = JobSubmissionClient(address)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        raise SubmitError(f"cannot submit to {address}: {err}") from None
+    except (ConnectionError, RuntimeError, ValueError, RayError) as err:
+        raise SubmitError(f"cannot submit to {address}: {_first_line(err)}") from None
     job_id = f"fedsilo-{loaded.spec.name}-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="fedsilo-job-") as folder:
         (Path(folder) / "pipeline.toml").write_text(loaded.text)
@@ -112,24 +113,35 @@ def submit(
                     metadata={"fedsilo.pipeline": loaded.spec.name},
                 )
                 break
-            except RuntimeError as err:
+            except (RuntimeError, RayError) as err:
                 # A head that has just started answers before its job agent is up: wait for it.
                 if "No available agent" in str(err) and time.monotonic() < deadline:
                     logger.info("the head's job agent is not up yet; retrying")
                     time.sleep(2)
                     continue
-                raise SubmitError(f"the cluster at {address} refused the job: {err}") from None
+                raise SubmitError(f"cannot submit to {address}: {_first_line(err)}") from None
     echo(f"submitted Ray job {job_id} to {address}")
-    if not wait:
-        return JobOutcome(job_id, str(client.get_job_status(job_id).value))
-    asyncio.run(_stream(client, job_id, echo, timeout_s))
-    deadline = time.monotonic() + 60
-    status = client.get_job_status(job_id)
-    while not status.is_terminal() and time.monotonic() < deadline:  # logs end a moment before status
-        time.sleep(0.5)
+    try:
+        if not wait:
+            return JobOutcome(job_id, str(client.get_job_status(job_id).value))
+        asyncio.run(_stream(client, job_id, echo, timeout_s))
+        deadline = time.monotonic() + 60
         status = client.get_job_status(job_id)
-    info = client.get_job_info(job_id)
+        while not status.is_terminal() and time.monotonic() < deadline:  # logs end a moment before status
+            time.sleep(0.5)
+            status = client.get_job_status(job_id)
+        info = client.get_job_info(job_id)
+    except (RuntimeError, RayError, OSError, TimeoutError) as err:
+        raise SubmitError(
+            f"lost track of Ray job {job_id} at {address}: {_first_line(err)} "
+            f"(it may still be running: `ray job status {job_id} --address {address}`)"
+        ) from None
     return JobOutcome(job_id, str(status.value), info.message or "")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
 
 
 async def _stream(client: Any, job_id: str, echo: Callable[[str], None], timeout_s: float | None) -> None:

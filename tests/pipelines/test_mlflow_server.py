@@ -58,7 +58,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
     finally:
         os.killpg(server.pid, 15)
         try:
-            server.wait(timeout=30)
+            server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, 9)
         log.close()

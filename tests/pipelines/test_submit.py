@@ -62,6 +62,13 @@ def test_submit_runs_the_pipeline_as_a_ray_job(ray_head_with_dashboard: str, tmp
     pipeline = tmp_path / "pipeline.toml"
     pipeline.write_text(example_pipeline_text(mlflow_uri=f'"{store}"', he='"off"'))
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    wrong_token = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "submit", str(pipeline),
+         "--address", ray_head_with_dashboard],
+        cwd=tmp_path, env={**env, "RAY_AUTH_TOKEN": "x" * 64}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert wrong_token.returncode == 1 and "Traceback" not in wrong_token.stderr
+    assert f"cannot submit to {ray_head_with_dashboard}: " in wrong_token.stderr, wrong_token.stderr[-2000:]
 
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "submit", str(pipeline), "--address", ray_head_with_dashboard,
