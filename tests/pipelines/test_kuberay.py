@@ -87,7 +87,7 @@ def test_absolute_silo_paths_mount_their_own_folder() -> None:
 
 def test_seconds_field_and_missing_schedule_are_refused() -> None:
     with pytest.raises(PipelineError, match="KubeRay takes 5-field cron"):
-        kuberay.manifests(_example('\n[schedule]\ncron = "*/10 * * * * *"\n'), "img")
+        kuberay.manifests(_example('\n[schedule]\ncron = "* * * * * */10"\n'), "img")
     with pytest.raises(PipelineError, match=r"no \[schedule\] section"):
         kuberay.manifests(_example(""), "img")
 
