@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from pipelines import checkpoint, federation
 from pipelines.console import round_progress, setup_table, summary_table
 from pipelines.report import RunSummary, metrics_figure, model_card
 from pipelines.spec import LoadedPipeline
-from pipelines.tracking import RunTracker, resolve_tracking_uri
+from pipelines.tracking import RunTracker, check_tracking_server, resolve_tracking_uri
 from silo.messages import PublishRequest
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class RunOptions:
     rounds: int | None = None  # overrides the pipeline's rounds
     log_to_driver: bool = False  # stream actor logs into this terminal
     resume: str | None = None  # an MLflow run id whose checkpoint to continue from
+    tags: dict[str, str] = field(default_factory=dict)  # extra MLflow run tags (e.g. fedsilo.trigger)
 
 
 def _check_resumable(tracking_uri: str, resumed: checkpoint.Checkpoint, rounds: int) -> None:
@@ -65,6 +66,7 @@ def run_federation(
     checkpoints = Path(spec.tracking.checkpoints).expanduser().resolve()
     resumed = checkpoint.load(checkpoints, options.resume) if options.resume else None
     tracking_uri = resolve_tracking_uri(spec.tracking.mlflow_uri)
+    check_tracking_server(tracking_uri)  # fail in seconds, before any training, naming the URI
     if resumed is not None:
         _check_resumable(tracking_uri, resumed, rounds)
     started_ray = federation.start_ray(spec.name, options.address, options.log_to_driver)
@@ -87,6 +89,7 @@ def run_federation(
             tracker.log_pipeline(loaded)
         else:
             tracker.resumed(resumed.orchestrator.round)
+        tracker.set_tags(options.tags)
         done = resumed.orchestrator.round if resumed else 0
         console.print(
             f"[bold]fedsilo[/] federation [cyan]{spec.name}[/]: {len(spec.silos)} silos, {rounds} rounds"
