@@ -314,6 +314,8 @@ def parse_pipeline(text: str, path: Path) -> LoadedPipeline:
         problems = []
         for e in err.errors():
             loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            if not loc and (named := re.match(r"^Value error, ([a-z_]+(?:\.[a-z_]+)+) =", e["msg"])):
+                loc = tuple(named.group(1).split("."))  # a cross-field check that names its field
             field = ".".join(str(p) for p in loc) or "(top level)"
             line = _locate(lines, loc)
             where = f"{path.name}:{line}" if line else path.name
