@@ -59,7 +59,7 @@ def test_other_strategy_checks() -> None:
 def test_strategies_are_built_with_their_hyper_parameters_and_flower_defaults() -> None:
     yogi = strategy(parse_pipeline(_text('strategy = "fedyogi"\nbeta2 = 0.9', he="packed"), Path("p.toml")))
     assert isinstance(yogi, FedOpt) and yogi.server_opt.kind == "fedyogi"
-    assert (yogi.server_lr, yogi.beta1, yogi.beta2, yogi.tau) == (0.01, 0.9, 0.9, 1e-3)
+    assert (yogi.server_lr, yogi.beta1, yogi.beta2, yogi.tau) == (0.05, 0.9, 0.9, 1e-3)
     adam = strategy(
         parse_pipeline(_text('strategy = "fedadam"\nserver_lr = 0.3\nclip_norm = 2.0'), Path("p.toml"))
     )
