@@ -37,8 +37,8 @@ TUNED: dict[str, str] = {}
 def example(he: str, strategy: str, training: str = "") -> LoadedPipeline:
     """The bundled pipeline with ``he``, ``strategy`` and extra [training] lines."""
     text = bundled_example().read_text()
-    text = re.sub(r'(?m)^strategy = .*$', f'strategy = "{strategy}"\n{training}', text)
-    text = re.sub(r'(?m)^he = .*$', f'he = "{he}"', text)
+    text = re.sub(r"(?m)^strategy = .*$", f'strategy = "{strategy}"\n{training}', text)
+    text = re.sub(r"(?m)^he = .*$", f'he = "{he}"', text)
     return parse_pipeline(text, bundled_example())
 
 
