@@ -29,8 +29,9 @@ from orchestrator.errors import RoundFailed, SetupFailed, SiloFailure
 from orchestrator.metrics import GlobalEval, combine
 from orchestrator.records import OrchestratorState, RoundRecord, SetupReport
 from orchestrator.schema import agree
+from orchestrator.server_step import leader_step
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.strategies import Strategy
+from orchestrator.strategies import Aggregator, Strategy
 from privacy.aggregate import WeightedSum
 from privacy.codec import Codec, CodecError, Payload, PlainCodec, check_payload
 from privacy.schemes import public_codec
@@ -42,6 +43,7 @@ from silo.messages import (
     KeyBundle,
     PublishedModel,
     PublishRequest,
+    ServerStepIns,
     SiloKeys,
     SiloReady,
 )
@@ -82,9 +84,10 @@ def _arrivals(refs: dict[Any, str], deadline: float) -> Iterator[tuple[str, Any]
 class _Collected:
     """One federated sum's outcome: the running sum, who is in it, who is not."""
 
-    running: WeightedSum
+    running: Aggregator
     accepted: list[str] = field(default_factory=list)
     failures: list[SiloFailure] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # silos whose update was refused (bad or forged)
     late: list[str] = field(default_factory=list)
     bytes_up: int = 0
     add_seconds: float = 0.0  # verifying signatures and adding ciphertexts, not waiting
@@ -106,6 +109,8 @@ class Orchestrator:
         self._stats: tuple[Payload, Payload] | None = None  # Enc(pass-1 sums), Enc(pass-2 sums)
         self._incarnations: dict[str, str] = {}
         self._peak_private = 0  # bytes, sampled while adding updates
+        self._server_state: tuple[Payload, ...] = ()  # Enc(m), Enc(v) of a server optimizer
+        self._reference: Any = None  # plaintext mode with clip_norm: the initial model
 
     # -- calling silos ---------------------------------------------------------
 
@@ -135,7 +140,7 @@ class Orchestrator:
         return results
 
     def _collect(
-        self, phase: str, hints: dict[str, float], running: WeightedSum, deadline: float, length: int | None
+        self, phase: str, hints: dict[str, float], running: Aggregator, deadline: float, length: int | None
     ) -> _Collected:
         """Send the agreed range; verify and add each signed encoding as it arrives."""
         assert self._codec is not None
@@ -151,8 +156,12 @@ class Orchestrator:
                 check_payload(self._codec.name, item.payload, length, key_id=self._codec.key_id)
                 running.add(item)  # streamed: one running sum, never every update at once
                 self._sample_memory()
-            except (RayError, CodecError, SignatureError) as err:
+            except RayError as err:
                 out.failures.append(SiloFailure(name, failure_reason(err)))
+                continue
+            except (CodecError, SignatureError, ValueError) as err:  # a bad update: refused, named
+                out.failures.append(SiloFailure(name, f"update rejected: {failure_reason(err)}"))
+                out.rejected.append(name)
                 continue
             finally:
                 out.add_seconds += time.perf_counter() - started
@@ -164,11 +173,12 @@ class Orchestrator:
     def _setup_sum(self, step: str, phase: str, hints: dict[str, float]) -> tuple[Payload, int]:
         assert self._codec is not None
         deadline = time.monotonic() + self._settings.setup_timeout_s
-        out = self._collect(phase, hints, WeightedSum(self._codec), deadline, None)
+        running = WeightedSum(self._codec)
+        out = self._collect(phase, hints, running, deadline, None)
         failures = out.failures + [SiloFailure(n, "no answer in time") for n in out.late]
         if failures:
             raise SetupFailed(step, failures)
-        return out.running.total(), out.bytes_up
+        return running.total(), out.bytes_up
 
     # -- set-up ------------------------------------------------------------------
 
@@ -334,13 +344,16 @@ class Orchestrator:
         accepted: list[str] = []
         answered = len(trained)  # until updates are collected: who trained in time
         bytes_up, add_seconds = 0, 0.0
-        running = self._strategy.aggregator(self._codec)
+        running = self._strategy.aggregator(self._codec, self._plain_reference(active))
+        rejected: list[str] = []
         if len(trained) >= self._settings.min_silos:
             hints = {name: res.bound_hint for name, res in trained.items()}
             # round_timeout_s bounds training; encoding with the agreed range gets a window of its own.
             encode_deadline = time.monotonic() + self._settings.round_timeout_s
-            out = self._collect(f"round-{server_round}", hints, running, encode_deadline, self._n_parameters)
+            length = self._strategy.payload_length(self._n_parameters)
+            out = self._collect(f"round-{server_round}", hints, running, encode_deadline, length)
             accepted, bytes_up, add_seconds = out.accepted, out.bytes_up, out.add_seconds
+            rejected = out.rejected
             answered = len(accepted)
             failures += out.failures
             late += out.late
@@ -350,8 +363,23 @@ class Orchestrator:
         if len(accepted) < self._settings.min_silos:
             raise RoundFailed(server_round, answered, self._settings.min_silos, failures)
         started = time.perf_counter()
-        self._global = running.mean()
+        average = running.mean()
         add_seconds += time.perf_counter() - started
+        opt = self._strategy.server_opt
+        if opt is None:
+            self._global = average
+        else:
+            step_ins = ServerStepIns(server_round, average, self._global, self._server_state, opt)
+            step = leader_step(
+                self._silos, accepted, step_ins, self._signing, self._codec, self._n_parameters,
+                self._settings.round_timeout_s, failure_reason,
+            )  # fmt: skip
+            failures += step.failures
+            if step.global_payload is None:
+                raise RoundFailed(server_round, 0, 1, failures)
+            self._global, self._server_state = step.global_payload, step.state
+            bytes_up += step.bytes_up
+            bytes_down += average.nbytes + sum(p.nbytes for p in (self._server_state or ()))
         self._round = server_round
         for failure in failures:
             logger.warning("round %d: silo %s left out: %s", server_round, failure.silo, failure.reason)
@@ -369,6 +397,7 @@ class Orchestrator:
             rejoined=tuple(rejoined),
             attempts=attempt,
             aggregate_seconds=add_seconds,
+            rejected=tuple(rejected),
         )
 
     def evaluate(self) -> GlobalEval:
@@ -391,11 +420,29 @@ class Orchestrator:
         except RayError as err:
             raise SetupFailed("publishing the model", [SiloFailure(silo, failure_reason(err))]) from err
 
+    def _plain_reference(self, active: list[str]) -> Any:
+        """Plaintext mode with clip_norm: the global model the orchestrator bounds updates
+        around (round 1: the seeded initial model, asked of a silo). None otherwise."""
+        if self._codec is None or self._codec.name != "off" or self._strategy.clip_norm <= 0:
+            return None
+        if self._global is not None:
+            return self._codec.decode(self._global)[: self._n_parameters]
+        if self._reference is None and active:
+            try:
+                ref = self._silos[active[0]].initial_weights.remote()
+                payload = ray.get(ref, timeout=self._settings.setup_timeout_s)
+                self._reference = self._codec.decode(payload)
+            except (RayError, CodecError) as err:
+                logger.warning("no initial model for clip_norm in round 1: %s", failure_reason(err))
+        return self._reference
+
     # -- checkpoints ------------------------------------------------------------------
 
     def state(self) -> OrchestratorState:
         assert self._codec is not None, "setup() must run first"
-        return OrchestratorState(self._round, self._global, self._public_context, self._codec.key_id)
+        return OrchestratorState(
+            self._round, self._global, self._public_context, self._codec.key_id, self._server_state
+        )
 
     def restore(self, state: OrchestratorState) -> None:
         """Continue after ``state.round`` (set-up with the checkpoint's key must have run)."""
@@ -405,6 +452,7 @@ class Orchestrator:
                 f"checkpoint was encrypted under key {state.key_id}, silos hold {self._codec.key_id}"
             )
         self._round, self._global = state.round, state.global_payload
+        self._server_state = getattr(state, "server_state", ())  # checkpoints older than server optimizers
 
     # -- introspection (tests, tags) ---------------------------------------------------
 

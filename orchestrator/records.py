@@ -38,6 +38,7 @@ class RoundRecord:
     rejoined: tuple[str, ...] = ()  # silos that had restarted and rejoined before this round
     attempts: int = 1  # tries it took (see OrchestratorSettings.round_retries)
     aggregate_seconds: float = 0.0  # the orchestrator's own work: verifying and adding updates
+    rejected: tuple[str, ...] = ()  # silos whose update was refused (NaN, wrong length/key, forged)
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,4 @@ class OrchestratorState:
     global_payload: Payload | None  # Enc(global model after `round`)
     public_context: bytes | None  # the HE parameters the silos' key belongs to
     key_id: str  # fingerprint of that key
+    server_state: tuple[Payload, ...] = ()  # Enc(m), Enc(v) of a server optimizer (FedAdam, ...)

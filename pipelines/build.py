@@ -97,6 +97,12 @@ def strategy(loaded: LoadedPipeline) -> Strategy:
     }
     if t.strategy == "fedprox":
         params["mu"] = t.mu
+    if t.clip_norm is not None:
+        params["clip_norm"] = t.clip_norm
+    if t.strategy in ("fedadam", "fedyogi", "fedadagrad"):
+        params.update(server_lr=t.server_lr, beta1=t.beta1, beta2=t.beta2, tau=t.tau)
+    if t.strategy in ("median", "trimmed_mean", "krum", "multi_krum"):
+        params.update(trim_fraction=t.trim_fraction, byzantine=t.byzantine, multi_krum_m=t.multi_krum_m)
     return make_strategy(t.strategy, **params)
 
 

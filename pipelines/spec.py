@@ -69,8 +69,15 @@ class SiloSection(_Section):
     path: str
 
 
+Strategy = Literal[
+    "fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "scaffold", "median", "trimmed_mean", "krum",
+    "multi_krum",
+]  # fmt: skip
+ROBUST_STRATEGIES = ("median", "trimmed_mean", "krum", "multi_krum")
+
+
 class TrainingSection(_Section):
-    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    strategy: Strategy = "fedavg"
     local_epochs: int = Field(1, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.05, gt=0)
@@ -78,6 +85,37 @@ class TrainingSection(_Section):
     momentum: float = Field(0.0, ge=0, lt=1)
     mu: float = Field(0.01, ge=0)  # FedProx proximal strength
     seed: int = 0
+    # Server optimizers (fedadam | fedyogi | fedadagrad); unset: Flower's defaults per optimizer.
+    server_lr: float | None = Field(None, gt=0)
+    beta1: float | None = Field(None, ge=0, lt=1)
+    beta2: float | None = Field(None, ge=0, lt=1)
+    tau: float | None = Field(None, gt=0)
+    # Robust rules (he = "off" only) and update norm bounding.
+    trim_fraction: float = Field(0.25, ge=0, lt=0.5)  # trimmed_mean: cut this share at each end
+    byzantine: int = Field(0, ge=0)  # krum / multi_krum: f, the Byzantine silos tolerated
+    multi_krum_m: int | None = Field(None, ge=1)  # multi_krum: average this many (default n - f)
+    clip_norm: float | None = Field(None, gt=0)  # bound on ||w_k - w_global||_2
+
+
+def check_strategy(training: TrainingSection, he: str, n_silos: int) -> None:
+    """Strategy settings that only make sense together; raises ValueError saying what to choose."""
+    strategy = training.strategy
+    if strategy in ROBUST_STRATEGIES and he != "off":
+        raise ValueError(
+            f"training.strategy = {strategy!r} must see single updates, which privacy.he = {he!r} hides; "
+            "use privacy.he = 'off' or strategy = 'fedavg' with training.clip_norm"
+        )
+    if strategy in ("krum", "multi_krum") and n_silos <= 2 * training.byzantine + 2:
+        raise ValueError(
+            f"training.strategy = {strategy!r} with byzantine = {training.byzantine} needs more than "
+            f"{2 * training.byzantine + 2} silos (n > 2f + 2), {n_silos} are listed; lower byzantine"
+        )
+    if training.multi_krum_m is not None and training.multi_krum_m > n_silos:
+        raise ValueError(
+            f"training.multi_krum_m = {training.multi_krum_m} but only {n_silos} silos are listed"
+        )
+    if strategy == "scaffold" and training.optimizer != "sgd":
+        raise ValueError("training.strategy = 'scaffold' corrects SGD steps; use optimizer = 'sgd'")
 
 
 # SEAL's 128-bit-security bound on the total coefficient modulus, per ring degree.
@@ -230,6 +268,7 @@ class Pipeline(_Section):
                     f"{packed.max_silos or len(names)} silos do not fit a {packed.plain_modulus_bits}-bit "
                     "plain modulus; lower value_bits or max_silos"
                 )
+        check_strategy(self.training, self.privacy.he, len(names))
         if self.privacy.keys is not None and self.privacy.he == "off":
             raise ValueError("privacy.keys is set but privacy.he = 'off' uses no keys")
         return self
@@ -310,6 +349,8 @@ def parse_pipeline(text: str, path: Path) -> LoadedPipeline:
         problems = []
         for e in err.errors():
             loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            if not loc and (named := re.match(r"^Value error, ([a-z_]+(?:\.[a-z_]+)+) =", e["msg"])):
+                loc = tuple(named.group(1).split("."))  # a cross-field check that names its field
             field = ".".join(str(p) for p in loc) or "(top level)"
             line = _locate(lines, loc)
             where = f"{path.name}:{line}" if line else path.name

@@ -98,6 +98,7 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
         "round/rejoined": float(len(record.rejoined)),
         "round/attempts": float(record.attempts),
         "round/aggregate_seconds": record.aggregate_seconds,
+        "round/rejected": float(len(getattr(record, "rejected", ()))),
     }
     for name, loss in record.train_loss.items():
         metrics[f"silo/{name}/train_loss"] = loss

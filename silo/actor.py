@@ -50,6 +50,8 @@ from silo.messages import (
     KeyBundle,
     PublishedModel,
     PublishRequest,
+    ServerStepIns,
+    ServerStepRes,
     SiloKeys,
     SiloReady,
     SiloStatus,
@@ -63,7 +65,9 @@ from silo.preprocess import (
     local_squares,
     local_sums,
 )
-from silo.train import evaluate, local_train
+from silo.server_opt import OptState, server_step, split_scaffold
+from silo.train import evaluate, local_steps, local_train
+from silo.update import Control, staged_update
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +122,8 @@ class SiloWorker:
         self._sums: np.ndarray | None = None
         self._pre: Preprocessor | None = None
         self.device = _pick_device()
+        self._c_global: np.ndarray | None = None  # SCAFFOLD: c, from the last global payload
+        self._c_local: np.ndarray | None = None  # SCAFFOLD: c_i (zeros after a restart)
         self.incarnation = uuid.uuid4().hex  # new after every restart
 
     # Retried once a crashed silo's process is back: a restart within the orchestrator's
@@ -265,8 +271,10 @@ class SiloWorker:
     # -- rounds ---------------------------------------------------------------
 
     def _load_global(self, payload: Payload | None) -> None:
+        """Load the global model; a SCAFFOLD payload [w ; c] also sets c."""
         flat = self._initial if payload is None else self._require_codec().decode(payload)
-        set_flat(self._model, flat)
+        weights, self._c_global = split_scaffold(flat, self._initial.size)
+        set_flat(self._model, weights)
 
     def _evaluate(self) -> Evaluation:
         assert self._pre is not None
@@ -280,12 +288,22 @@ class SiloWorker:
         self._load_global(ins.global_payload)
         evaluation = self._evaluate()
         round_seed = zlib.crc32(f"{ins.config.seed}/{ins.round}/{self.name}".encode())
+        control = None
+        if ins.config.scaffold:
+            assert self._c_global is not None
+            c_local = self._c_local if self._c_local is not None else np.zeros_like(self._c_global)
+            control = Control(self._c_global, c_local)
+        begin = get_flat(self._model)
         loss = local_train(
-            self._model, self._x_train, self._y_train, ins.config, self._pre.binary, self.device, round_seed
-        )
+            self._model, self._x_train, self._y_train, ins.config, self._pre.binary, self.device, round_seed,
+            correction=None if control is None else control.c_global - control.c_local,
+        )  # fmt: skip
         weights = get_flat(self._model)
         seconds = time.perf_counter() - start
         examples = len(self._y_train)
+        if np.all(np.isfinite(weights)):
+            staged = staged_update(begin, weights, ins.config, local_steps(examples, ins.config), control)
+            weights, self._c_local = staged.vector, staged.c_local
         if not np.all(np.isfinite(weights)):
             return FitRes(
                 self.name, ins.round, examples=examples, train_loss=loss, evaluation=evaluation,
@@ -293,6 +311,33 @@ class SiloWorker:
             )  # fmt: skip
         hint = self._stage(weights, float(examples), exact=False)
         return FitRes(self.name, ins.round, hint, examples, loss, evaluation, seconds)
+
+    def initial_weights(self) -> Payload:
+        """The seeded round-0 model, in plaintext mode only: the orchestrator's reference for
+        bounding round 1's updates (``clip_norm``). Under HE it never sees a model."""
+        if self.spec.he.scheme != "off":
+            raise RuntimeError("the initial model is sent in the clear only when privacy.he = 'off'")
+        return PlainCodec().encode(self._initial)
+
+    def server_step(self, ins: ServerStepIns) -> ServerStepRes:
+        """As the round's server-step leader: decrypt the average, the previous global model and
+        the optimizer state, apply the step every silo would apply, re-encrypt and sign each."""
+        codec = self._require_codec()
+        average = codec.decode(ins.average)
+        previous = self._initial if ins.previous is None else codec.decode(ins.previous)
+        state = OptState(*(codec.decode(p) for p in ins.state)) if ins.state else None
+        weights, new_state = server_step(ins.opt, previous, average, state)
+        if not np.all(np.isfinite(weights)):
+            raise ValueError("server step produced NaN or infinite weights (server_lr too high?)")
+
+        def signed(name: str, values: np.ndarray) -> SignedUpdate:
+            tag = f"round-{ins.round}/server/{name}"
+            hint = bound_hint(values)  # one vector, its own range; the 52-bit layout keeps tiny entries
+            item = encode_weighted(codec, values, 1.0, bound=hint, tag=tag, exact=True)
+            return self._signer.sign(self.name, tag, item)
+
+        pairs = zip(ins.opt.state_names, new_state.vectors(), strict=True)
+        return ServerStepRes(signed("global", weights), tuple(signed(n, v) for n, v in pairs))
 
     def evaluate(self, payload: Payload | None) -> Evaluation:
         self._load_global(payload)

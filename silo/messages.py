@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from privacy.codec import Payload
+from privacy.signing import SignedUpdate
+from silo.server_opt import ServerOpt
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,8 @@ class FitConfig:
     momentum: float = 0.0
     proximal_mu: float = 0.0  # FedProx: > 0 adds (mu/2)||w - w_global||^2
     seed: int = 0
+    clip_norm: float = 0.0  # > 0: the silo bounds ||w_k - w_global||_2 before staging its update
+    scaffold: bool = False  # SCAFFOLD: corrected gradients, the update is [w_k ; c + delta c_k]
 
 
 @dataclass(frozen=True)
@@ -121,3 +125,24 @@ class PublishedModel:
     version: str
     alias: str
     model_uri: str
+
+
+@dataclass(frozen=True)
+class ServerStepIns:
+    """What the server-step leader decrypts: this round's Enc(average), Enc(previous global)
+    (None in round 1: the seeded initial model) and the encrypted optimizer state (empty at first)."""
+
+    round: int
+    average: Payload
+    previous: Payload | None
+    state: tuple[Payload, ...]
+    opt: ServerOpt
+
+
+@dataclass(frozen=True)
+class ServerStepRes:
+    """The new global model and optimizer state, each re-encrypted and signed by the leader
+    under its own tag, ``round-<r>/server/<name>`` (``global``, ``m``, ``v``)."""
+
+    global_update: SignedUpdate
+    state: tuple[SignedUpdate, ...]

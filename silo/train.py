@@ -27,8 +27,10 @@ def local_train(
     binary: bool,
     device: torch.device,
     round_seed: int,
+    correction: np.ndarray | None = None,
 ) -> float:
-    """Train in place for ``config.local_epochs``; return the mean training loss."""
+    """Train in place for ``config.local_epochs``; return the mean training loss.
+    ``correction`` (SCAFFOLD's c - c_i, flat like the model's parameters) is added to every gradient."""
     model.train()
     xs = torch.from_numpy(x).to(device)
     ys = torch.from_numpy(y).to(device)
@@ -40,6 +42,7 @@ def local_train(
         optimizer = torch.optim.Adam(params, lr=config.lr)
     else:
         optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    offsets = _split_like(params, correction, device) if correction is not None else []
     generator = torch.Generator().manual_seed(round_seed)
     total, seen = 0.0, 0
     for _ in range(config.local_epochs):
@@ -53,10 +56,30 @@ def local_train(
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
                 loss = loss + 0.5 * config.proximal_mu * prox
             loss.backward()
+            for p, offset in zip(params, offsets, strict=False):
+                if p.grad is not None:
+                    p.grad.add_(offset)
             optimizer.step()
             total += float(loss_sum.detach())
             seen += len(batch)
     return total / max(seen, 1)
+
+
+def local_steps(rows: int, config: FitConfig) -> int:
+    """Optimizer steps `local_train` takes: K in SCAFFOLD's control-variate update."""
+    return config.local_epochs * -(-rows // config.batch_size)
+
+
+def _split_like(params: list[nn.Parameter], flat: np.ndarray, device: torch.device) -> list[torch.Tensor]:
+    out, start = [], 0
+    for p in params:
+        size = p.numel()
+        chunk = torch.as_tensor(flat[start : start + size], dtype=p.dtype, device=device)
+        out.append(chunk.view_as(p))
+        start += size
+    if start != flat.size:
+        raise ValueError(f"correction holds {flat.size} values, the model {start}")
+    return out
 
 
 @torch.no_grad()
