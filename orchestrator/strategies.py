@@ -33,6 +33,7 @@ class FedAvg:
     optimizer: str = "sgd"
     momentum: float = 0.0
     seed: int = 0
+    weighting: str = "examples"  # "uniform" under silo-level DP: every silo weighs 1
     name: str = "fedavg"
 
     def _mu(self) -> float:
@@ -47,6 +48,7 @@ class FedAvg:
             momentum=self.momentum,
             proximal_mu=self._mu(),
             seed=self.seed,
+            weighting="uniform" if self.weighting == "uniform" else "examples",
         )
 
     def aggregator(self, codec: Codec) -> WeightedSum:

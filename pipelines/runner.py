@@ -6,6 +6,7 @@ fedsilo run my_pipeline.toml --summary-json summary.json
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -15,12 +16,14 @@ from pathlib import Path
 import ray
 from rich.console import Console
 
+from orchestrator.errors import BudgetSpent, FederationError
 from orchestrator.metrics import GlobalEval
 from orchestrator.records import OrchestratorState, SetupReport
 from pipelines import checkpoint, federation
 from pipelines.console import round_progress, setup_table, summary_table
+from pipelines.privacy_report import delta_problems, privacy_tags
 from pipelines.report import RunSummary, metrics_figure, model_card
-from pipelines.spec import LoadedPipeline
+from pipelines.spec import LoadedPipeline, PipelineError
 from pipelines.tracking import RunTracker, resolve_tracking_uri
 from silo.messages import PublishRequest
 
@@ -61,6 +64,9 @@ def run_federation(
     console = console or Console()
     spec = loaded.spec
     rounds = options.rounds or spec.rounds
+    if rounds != spec.rounds:  # silos calibrate DP noise over the rounds planned
+        loaded = dataclasses.replace(loaded, spec=spec.model_copy(update={"rounds": rounds}))
+        spec = loaded.spec
     wall = time.perf_counter()
     checkpoints = Path(spec.tracking.checkpoints).expanduser().resolve()
     resumed = checkpoint.load(checkpoints, options.resume) if options.resume else None
@@ -102,6 +108,9 @@ def run_federation(
                 federation.get(actors.orchestrator.restore.remote(resumed.orchestrator))
         summary.setup_seconds = time.perf_counter() - setup_start  # actor start-up included
         tracker.log_setup(setup, summary.setup_seconds)
+        problems = delta_problems(spec, {r.silo: r.train_rows for r in setup.ready})
+        if problems:
+            raise PipelineError(loaded.path, problems)
         summary.model_parameters = setup.n_parameters
         for ready in setup.ready:
             summary.per_silo.setdefault(ready.silo, {}).update({"node": ready.node, "device": ready.device})
@@ -119,6 +128,9 @@ def run_federation(
                 try:
                     record = ray.get(actors.orchestrator.run_round.remote(server_round))
                 except ray.exceptions.RayError as err:
+                    if isinstance(federation.unwrap(err), BudgetSpent):
+                        summary.stopped = str(federation.unwrap(err))
+                        break
                     if not federation.orchestrator_died(err) or recoveries >= ORCHESTRATOR_RECOVERIES:
                         return federation.raise_domain(err)
                     recoveries += 1
@@ -143,6 +155,11 @@ def run_federation(
                     status += f", acc {latest[0].accuracy:.3f} (after round {latest[0].after_round})"
                 progress.update(task, advance=1, status=status)
                 server_round += 1
+        if summary.stopped:
+            console.print(f"[yellow]{summary.stopped}[/]", highlight=False)
+            tracker.set_tags({"fedsilo.stopped": summary.stopped.splitlines()[0][:5000]})
+            if summary.rounds_completed == 0:
+                raise FederationError(summary.stopped + "\n  no round completed: nothing to publish")
         final: GlobalEval = federation.get(actors.orchestrator.evaluate.remote())
         tracker.log_eval(final)
         summary.add_eval(final)
@@ -156,6 +173,8 @@ def run_federation(
         tracker.flush()  # the publishing silo writes to the same run next
         publish_start = time.perf_counter()
         with console.status(f"silo {spec.publisher} is publishing the model to the registry"):
+            privacy = privacy_tags(spec, setup.codec, summary.privacy)
+            tracker.set_tags(privacy)
             request = PublishRequest(
                 tracking_uri=tracking_uri,
                 run_id=tracker.run_id,
@@ -164,7 +183,8 @@ def run_federation(
                     "fedsilo.run_id": tracker.run_id,
                     "fedsilo.silos": ",".join(summary.silos),
                     "fedsilo.he": spec.privacy.he,
-                    "fedsilo.dp": "off",
+                    "fedsilo.dp": spec.privacy.dp,
+                    **privacy,
                 },
             )
             published = federation.get(actors.orchestrator.publish.remote(spec.publisher, request))

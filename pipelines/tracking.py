@@ -76,6 +76,10 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
     }
     for name, loss in record.train_loss.items():
         metrics[f"silo/{name}/train_loss"] = loss
+    for name, epsilon in record.epsilon.items():
+        metrics[f"privacy/epsilon/{name}"] = epsilon
+    if record.epsilon:
+        metrics["privacy/epsilon"] = max(record.epsilon.values())
     return metrics
 
 
@@ -136,7 +140,7 @@ class RunTracker:
             {
                 "fedsilo.silos": ",".join(s.name for s in spec.silos),
                 "fedsilo.strategy": spec.training.strategy,
-                "fedsilo.dp": "off",
+                "fedsilo.dp": spec.privacy.dp,
                 "fedsilo.code_version": code_version(),
                 "fedsilo.he.scheme": spec.privacy.he,
             }
@@ -180,6 +184,9 @@ class RunTracker:
 
     def log_figure(self, figure: Any, name: str) -> None:
         self._mlflow.log_figure(figure, name)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._mlflow.set_tags(tags)
 
     def log_text(self, text: str, name: str) -> None:
         self._mlflow.log_text(text, name)

@@ -17,6 +17,7 @@ it with the range every silo agreed on, and signs it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 import zlib
@@ -29,6 +30,7 @@ import torch
 
 from privacy.aggregate import bound_hint, encode_weighted
 from privacy.codec import Codec, Payload, PlainCodec
+from privacy.dp import record_plan
 from privacy.keyfile import read_key_file, write_secret_key_file
 from privacy.schemes import SecretKeys, generate_keys, keys_from_secret
 from privacy.sealing import SealingKey, seal
@@ -45,6 +47,7 @@ from silo.data import (
 )
 from silo.messages import (
     Evaluation,
+    FitConfig,
     FitIns,
     FitRes,
     KeyBundle,
@@ -63,6 +66,7 @@ from silo.preprocess import (
     local_squares,
     local_sums,
 )
+from silo.privacy_budget import SiloPrivacy
 from silo.train import evaluate, local_train
 
 logger = logging.getLogger(__name__)
@@ -118,6 +122,7 @@ class SiloWorker:
         self._sums: np.ndarray | None = None
         self._pre: Preprocessor | None = None
         self.device = _pick_device()
+        self._privacy = SiloPrivacy(spec.dp, spec.dp_state_path) if spec.dp.enabled else None
         self.incarnation = uuid.uuid4().hex  # new after every restart
 
     @ray.method(concurrency_group="control")
@@ -271,26 +276,71 @@ class SiloWorker:
         return evaluate(self._model, self._x_val, self._y_val, self._pre.binary, self.device, self.name)
 
     def fit(self, ins: FitIns) -> FitRes:
-        """Score the incoming global model, train locally, stage n_k * w_k for `encode_staged`."""
+        """Score the incoming global model, train locally, stage n_k * w_k for `encode_staged`
+        (with DP: DP-SGD, or a clipped and noised update; weight 1 under uniform weighting)."""
         assert self._pre is not None
         start = time.perf_counter()
         self._staged = None
         self._load_global(ins.global_payload)
         evaluation = self._evaluate()
         round_seed = zlib.crc32(f"{ins.config.seed}/{ins.round}/{self.name}".encode())
-        loss = local_train(
-            self._model, self._x_train, self._y_train, ins.config, self._pre.binary, self.device, round_seed
-        )
+        examples = len(self._y_train)
+        dp, config = self._privacy, ins.config
+        if dp is None:
+            loss = local_train(
+                self._model, self._x_train, self._y_train, config, self._pre.binary, self.device, round_seed
+            )
+        else:
+            record = dp.config.mode == "record"
+            plan = record_plan(examples, config.batch_size, config.local_epochs) if record else None
+            rate, steps = plan or (1.0, 1)
+            sigma = dp.plan(rate, steps)
+            refusal = dp.refusal(rate, steps)
+            if refusal is not None:
+                logger.warning("silo %s, round %d: %s", self.name, ins.round, refusal)
+                return FitRes(
+                    self.name, ins.round, examples=examples, evaluation=evaluation, error=refusal,
+                    epsilon=dp.epsilon(), noise_multiplier=sigma, budget_spent=True,
+                )  # fmt: skip
+            loss = self._private_train(dp, config, round_seed, sigma)
         weights = get_flat(self._model)
         seconds = time.perf_counter() - start
-        examples = len(self._y_train)
+        epsilon = dp.epsilon() if dp is not None else None
+        sigma_used = dp.noise_multiplier if dp is not None else None
         if not np.all(np.isfinite(weights)):
             return FitRes(
                 self.name, ins.round, examples=examples, train_loss=loss, evaluation=evaluation,
                 seconds=seconds, error="local update has NaN or infinite weights (learning rate too high?)",
+                epsilon=epsilon, noise_multiplier=sigma_used,
             )  # fmt: skip
-        hint = self._stage(weights, float(examples), exact=False)
-        return FitRes(self.name, ins.round, hint, examples, loss, evaluation, seconds)
+        uniform = config.weighting == "uniform" or (dp is not None and dp.config.mode == "silo")
+        hint = self._stage(weights, 1.0 if uniform else float(examples), exact=False)
+        return FitRes(
+            self.name, ins.round, hint, examples, loss, evaluation, seconds,
+            epsilon=epsilon, noise_multiplier=sigma_used,
+        )  # fmt: skip
+
+    def _private_train(self, dp: SiloPrivacy, config: FitConfig, round_seed: int, sigma: float) -> float:
+        """Train with DP (record: DP-SGD; silo: clipped update plus a noise share); spend budget."""
+        from silo.dp_train import dp_local_train
+
+        assert self._pre is not None
+        # Noise and Poisson sampling must be unpredictable: a secret seed, never the round seed.
+        secret = int.from_bytes(os.urandom(8), "little")
+        if dp.config.mode == "record":
+            loss, rate, steps = dp_local_train(
+                self._model, self._x_train, self._y_train, config, self._pre.binary, self.device,
+                secret, sigma, dp.config.max_grad_norm,
+            )  # fmt: skip
+            dp.spend(rate, steps)
+            return loss
+        start = get_flat(self._model)
+        loss = local_train(
+            self._model, self._x_train, self._y_train, config, self._pre.binary, self.device, round_seed
+        )
+        set_flat(self._model, dp.privatize(start, get_flat(self._model), np.random.default_rng(secret)))
+        dp.spend(1.0, 1)
+        return loss
 
     def evaluate(self, payload: Payload | None) -> Evaluation:
         self._load_global(payload)

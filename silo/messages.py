@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from privacy.codec import Payload
 
@@ -18,6 +19,8 @@ class FitConfig:
     momentum: float = 0.0
     proximal_mu: float = 0.0  # FedProx: > 0 adds (mu/2)||w - w_global||^2
     seed: int = 0
+    # Aggregation weight a silo stages: its training rows, or 1 (silo-level DP: sensitivity C/K)
+    weighting: Literal["examples", "uniform"] = "examples"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,10 @@ class FitRes:
     evaluation: Evaluation | None = None  # the incoming global model on local validation
     seconds: float = 0.0
     error: str | None = None
+    # Differential privacy (privacy.dp != "off"): what this silo has spent so far, with which noise
+    epsilon: float | None = None
+    noise_multiplier: float | None = None
+    budget_spent: bool = False  # refused to train: the round would exceed its privacy budget
 
     def has_error(self) -> bool:
         return self.error is not None
