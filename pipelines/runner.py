@@ -6,7 +6,6 @@ fedsilo run my_pipeline.toml --summary-json summary.json
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -64,9 +63,6 @@ def run_federation(
     console = console or Console()
     spec = loaded.spec
     rounds = options.rounds or spec.rounds
-    if rounds != spec.rounds:  # silos calibrate DP noise over the rounds planned
-        loaded = dataclasses.replace(loaded, spec=spec.model_copy(update={"rounds": rounds}))
-        spec = loaded.spec
     wall = time.perf_counter()
     checkpoints = Path(spec.tracking.checkpoints).expanduser().resolve()
     resumed = checkpoint.load(checkpoints, options.resume) if options.resume else None

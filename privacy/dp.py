@@ -41,6 +41,8 @@ class DPConfig:
     noise_multiplier: float | None = None  # None: calibrated from target_epsilon over the planned run
     max_grad_norm: float = 1.0  # record: per-sample gradient bound; silo: update norm bound
     accountant: str = "rdp"
+    # The pipeline file's rounds (not `--rounds`): with a budget, noise is calibrated so these
+    # rounds spend it; a run asked for more stops cleanly when the budget is spent.
     planned_rounds: int = 1
     min_silos: int = 1  # silo mode: noise shares are sized so this many carry the full noise
 
