@@ -1,6 +1,6 @@
 """Differential privacy as the run reports it: the delta check, registry tags, the model card.
 
-    fedsilo validate my_pipeline.toml     # refuses delta >= 1/n, naming the silo
+fedsilo validate my_pipeline.toml     # refuses delta >= 1/n, naming the silo
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ def _suggest(n: int) -> str:
 
 
 def delta_problems(spec: Pipeline, train_rows: dict[str, int]) -> list[str]:
-    """delta must be below 1/n: n = the smallest silo's training rows (record level: one record
-    of n could otherwise be published outright), or the number of silos (silo level)."""
+    """delta must be below 1/n, else a mechanism that publishes each record with probability
+    delta would qualify. Record level: n is each silo's training rows (every silo's records are
+    protected by its own DP-SGD, so the largest silo binds); silo level: n is the number of silos."""
     p = spec.privacy
     if p.dp == "off":
         return []

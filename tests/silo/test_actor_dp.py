@@ -24,8 +24,15 @@ CONFIG = FitConfig(local_epochs=1, batch_size=16, lr=0.5)
 def _ready(paths: list[Path], dp: DPConfig, state: Path | None = None) -> list[SiloWorker]:
     silos = [
         SiloWorker(
-            SiloSpec(f"s{i}", str(p), BINARY, ModelSpec(), he=HEConfig(scheme="off"), dp=dp,
-                     dp_state_path=str(state / f"s{i}.json") if state else None)
+            SiloSpec(
+                f"s{i}",
+                str(p),
+                BINARY,
+                ModelSpec(),
+                he=HEConfig(scheme="off"),
+                dp=dp,
+                dp_state_path=str(state / f"s{i}.json") if state else None,
+            )
         )  # fmt: skip
         for i, p in enumerate(paths)
     ]
