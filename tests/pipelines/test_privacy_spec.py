@@ -47,13 +47,13 @@ def _problems(privacy: str, training: str = "") -> list[str]:
 @pytest.mark.parametrize(
     ("privacy", "expected"),
     [
-        ('dp = "record"\ntarget_epsilon = 0\n', "pipeline.toml:19: privacy.target_epsilon: Input should be greater"),
+        ('dp = "record"\ntarget_epsilon = 0\n', "toml:19: privacy.target_epsilon: Input should"),
         ('dp = "record"\ntarget_epsilon = -1\n', "privacy.target_epsilon: Input should be greater than 0"),
-        ('dp = "record"\ntarget_epsilon = 1\ndelta = 1.0\n', "pipeline.toml:20: privacy.delta: Input should be less"),
+        ('dp = "record"\ntarget_epsilon = 1\ndelta = 1.0\n', "toml:20: privacy.delta: Input should be less"),
         ('dp = "record"\ntarget_epsilon = 1\ndelta = 0\n', "privacy.delta: Input should be greater than 0"),
         ('dp = "silo"\n', "privacy: privacy.dp = 'silo' needs exactly one of target_epsilon"),
         ('dp = "record"\ntarget_epsilon = 1\nnoise_multiplier = 1\n', "needs exactly one of target_epsilon"),
-        ('dp = "record"\nnoise_multiplier = 1\nmax_grad_norm = 0\n', "privacy.max_grad_norm: Input should be"),
+        ('dp = "record"\nnoise_multiplier = 1\nmax_grad_norm = 0\n', "privacy.max_grad_norm: Input"),
         ('dp = "record"\nnoise_multiplier = 1\naccountant = "moments"\n', "privacy.accountant: Input"),
         ('dp = "laplace"\n', "privacy.dp: Input should be 'off', 'record' or 'silo'"),
     ],
