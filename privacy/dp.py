@@ -18,6 +18,7 @@ actually taken; the noise multiplier is calibrated over the whole planned run.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -67,6 +68,7 @@ class DPConfig:
         return self.mode != "off"
 
 
+@functools.lru_cache(maxsize=64)  # a pure function that takes seconds: silos of one size share it
 def calibrate(
     target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "rdp"
 ) -> float:

@@ -39,13 +39,16 @@ class SiloPrivacy:
         if loaded is not None:
             logger.info("privacy accountant restored from %s: %s", state_path, loaded.history)
         self.accountant = loaded or PrivacyAccountant(config.accountant, config.noise_multiplier)
+        # Epsilon computations take ~0.1 s (RDP over many orders): each is done once per round.
+        self._spent = self.accountant.epsilon(config.delta)
+        self._ahead: tuple[float, int, float] | None = None  # (rate, steps, epsilon after them)
 
     @property
     def noise_multiplier(self) -> float | None:
         return self.accountant.noise_multiplier
 
     def epsilon(self) -> float:
-        return self.accountant.epsilon(self.config.delta)
+        return self._spent
 
     def plan(self, sample_rate: float, steps_per_round: int) -> float:
         """The noise multiplier: given, or calibrated once over every planned round."""
@@ -72,6 +75,7 @@ class SiloPrivacy:
         if target is None:
             return None
         after = self.accountant.epsilon_after(sample_rate, steps, self.config.delta)
+        self._ahead = (sample_rate, steps, after)
         if after > target + TOLERANCE:
             return budget_message(self.epsilon(), target) + f" (the next round would reach {after:.3f})"
         return None
@@ -79,9 +83,14 @@ class SiloPrivacy:
     def spend(self, sample_rate: float, steps: int) -> float:
         """Record the steps taken; persist; return epsilon spent so far."""
         self.accountant.step(sample_rate, steps)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[:2] == (sample_rate, steps):
+            self._spent = ahead[2]
+        else:
+            self._spent = self.accountant.epsilon(self.config.delta)
         if self._path:
             self.accountant.save(self._path)
-        return self.epsilon()
+        return self._spent
 
     def privatize(
         self, global_flat: np.ndarray, local_flat: np.ndarray, rng: np.random.Generator
