@@ -8,6 +8,7 @@ setting is repeated and reported as mean and standard deviation.
 
     .venv/bin/python benchmarks/dp_curve.py --json dp_curve.json --plot docs/dp_curve.png
     .venv/bin/python benchmarks/dp_curve.py --epsilons 8 --repeats 1 --modes record   # quicker
+    .venv/bin/python benchmarks/dp_curve.py --replot dp_curve.json --plot docs/dp_curve.png
 """
 
 from __future__ import annotations
@@ -130,7 +131,10 @@ def plot(rows: list[dict[str, Any]], path: Path, baseline: dict[str, Any]) -> No
     axis.axhline(baseline["accuracy"][0], color="gray", linestyle="--", label="no DP (epsilon = inf)")
     axis.set(xscale="log", xlabel="epsilon (delta = 1e-5)", ylabel="global validation accuracy",
              title="Heart disease, 4 silos: accuracy against epsilon")  # fmt: skip
+    from matplotlib.ticker import NullFormatter
+
     axis.set_xticks([1, 3, 8], labels=["1", "3", "8"])
+    axis.xaxis.set_minor_formatter(NullFormatter())
     axis.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +155,12 @@ def main() -> None:
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--replot", type=Path, help="only draw --plot from a --json file of an earlier run")
     args = parser.parse_args()
+    if args.replot:
+        saved = json.loads(args.replot.read_text())["rows"]
+        plot(saved[1:], args.plot, saved[0])
+        return
     logging.basicConfig(level=logging.ERROR)
     warnings.simplefilter("ignore")
     console = Console(width=140)
