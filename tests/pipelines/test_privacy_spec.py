@@ -9,7 +9,7 @@ import pytest
 
 from pipelines import build
 from pipelines.cli import main
-from pipelines.privacy_report import delta_problems
+from pipelines.privacy_report import delta_problems, privacy_card, privacy_tags
 from pipelines.spec import PipelineError, parse_pipeline
 from tests.conftest import example_pipeline_text
 
@@ -109,3 +109,35 @@ def test_validate_refuses_delta_naming_the_silos_too_large_for_it(tmp_path: Path
     assert "silo 'cleveland': privacy.delta = 0.005 is not below 1/242 (its 242 training rows)" in err
     assert "silo 'hungary': privacy.delta = 0.005 is not below 1/235" in err
     assert "switzerland" not in err and "long-beach" not in err  # 98 and 160 rows: 0.005 < 1/n
+
+
+def test_tags_and_card_say_what_protects_the_model() -> None:
+    spec = _parse('dp = "silo"\ntarget_epsilon = 3\ndelta = 1e-3\nmax_grad_norm = 0.5\n').spec
+    summary = {"epsilon": {"a": 1.5, "b": 1.5}, "noise_multiplier": {"a": 4.2}, "contributors": ["a"]}
+    codec = {"scheme": "packed", "value_bits": "16"}
+
+    tags = privacy_tags(spec, codec, summary)
+    stopped = "stopped after round 2: privacy budget of silo(s) a spent:\n  - a: ..."
+    card = privacy_card(spec, summary, stopped)
+    off = privacy_card(_parse("").spec, {"contributors": ["a", "b"]}, None)
+
+    assert tags == {
+        "fedsilo.privacy.dp": "silo",
+        "fedsilo.privacy.he.scheme": "packed",
+        "fedsilo.privacy.he.value_bits": "16",
+        "fedsilo.privacy.contributing_silos": "a",
+        "fedsilo.privacy.epsilon": "1.5000",
+        "fedsilo.privacy.epsilon_target": "3",
+        "fedsilo.privacy.delta": "0.001",
+        "fedsilo.privacy.max_grad_norm": "0.5",
+        "fedsilo.privacy.clipping": "silo update (L2)",
+        "fedsilo.privacy.noise_multiplier": "4.2000",
+        "fedsilo.privacy.accountant": "rdp",
+        "fedsilo.privacy.noise_shares_for": "2",
+    }
+    assert "silo-level (distributed noise)" in card
+    assert "any 2 silos' shares add up to noise multiplier 4.200" in card
+    assert "1.500 of a budget of 3, delta 0.001" in card
+    assert "- training stopped early: stopped after round 2: privacy budget of silo(s) a spent:" in card
+    assert "- silos that contributed: a" in card
+    assert off.startswith("- differential privacy: off") and "contributed: a, b" in off
