@@ -59,7 +59,8 @@ def dp_local_train(
             base,
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
-            expected_batch_size=config.batch_size,
+            # as Opacus's make_private: rows x sample rate (<= batch_size), the mean's divisor
+            expected_batch_size=max(1, int(len(y) * sample_rate)),
             generator=generator,
         )
     loss_fn: nn.Module = nn.BCEWithLogitsLoss(reduction="mean") if binary else nn.CrossEntropyLoss()
