@@ -25,7 +25,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
-from orchestrator.errors import RoundFailed, SetupFailed, SiloFailure
+from orchestrator.errors import BudgetSpent, RoundFailed, SetupFailed, SiloFailure
 from orchestrator.metrics import GlobalEval, combine
 from orchestrator.records import OrchestratorState, RoundRecord, SetupReport
 from orchestrator.schema import agree
@@ -333,13 +333,18 @@ class Orchestrator:
         bytes_down = len(refs) * (self._global.nbytes if self._global else 0)
         trained: dict[str, FitRes] = {}
         failures: list[SiloFailure] = list(unavailable)
+        spent: dict[str, FitRes] = {}  # silos that refused: their privacy budget is spent
         for name, res in _arrivals(refs, deadline):
             if isinstance(res, RayError):
                 failures.append(SiloFailure(name, failure_reason(res)))
             elif res.has_error():
                 failures.append(SiloFailure(name, str(res.error)))
+                if res.budget_spent:
+                    spent[name] = res
             else:
                 trained[name] = res
+        if spent and len(trained) < self._settings.min_silos:  # retrying would not help
+            raise BudgetSpent(self._round, sorted(spent), [f for f in failures if f.silo in spent])
         late = list(refs.values())
         accepted: list[str] = []
         answered = len(trained)  # until updates are collected: who trained in time
@@ -384,6 +389,7 @@ class Orchestrator:
         for failure in failures:
             logger.warning("round %d: silo %s left out: %s", server_round, failure.silo, failure.reason)
         evaluations = [r.evaluation for r in trained.values() if r.evaluation is not None]
+        answers = {**trained, **spent}
         return RoundRecord(
             round=server_round,
             participants=tuple(accepted),
@@ -398,6 +404,8 @@ class Orchestrator:
             attempts=attempt,
             aggregate_seconds=add_seconds,
             rejected=tuple(rejected),
+            epsilon={n: r.epsilon for n, r in answers.items() if r.epsilon is not None},
+            noise_multiplier={n: r.noise_multiplier for n, r in answers.items() if r.noise_multiplier},
         )
 
     def evaluate(self) -> GlobalEval:

@@ -53,3 +53,21 @@ class RoundFailed(FederationError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.round, self.answered, self.min_silos, self.failures))
+
+
+class BudgetSpent(FederationError):
+    """Too few silos may train another round without exceeding their privacy budget: the run
+    stops cleanly after ``last_round`` (its model is the one published)."""
+
+    def __init__(self, last_round: int, silos: list[str], failures: list[SiloFailure]) -> None:
+        self.last_round = last_round
+        self.silos = silos
+        self.failures = failures
+        lines = "\n  - ".join(str(f) for f in failures)
+        who = ", ".join(silos)
+        super().__init__(
+            f"stopped after round {last_round}: privacy budget of silo(s) {who} spent:\n  - {lines}"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.last_round, self.silos, self.failures))

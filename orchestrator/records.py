@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orchestrator.errors import SiloFailure
 from orchestrator.metrics import GlobalEval
@@ -39,6 +39,10 @@ class RoundRecord:
     attempts: int = 1  # tries it took (see OrchestratorSettings.round_retries)
     aggregate_seconds: float = 0.0  # the orchestrator's own work: verifying and adding updates
     rejected: tuple[str, ...] = ()  # silos whose update was refused (NaN, wrong length/key, forged)
+    # Differential privacy: each silo's epsilon spent so far and its noise multiplier (silos that
+    # trained or refused this round; a silo that trained spent budget even if its update was lost)
+    epsilon: dict[str, float] = field(default_factory=dict)
+    noise_multiplier: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ class FedAvg:
     momentum: float = 0.0
     seed: int = 0
     clip_norm: float = 0.0  # > 0: bound ||w_k - w_global|| (silos always; orchestrator when he = off)
+    weighting: str = "examples"  # "uniform" under silo-level DP: every silo weighs 1
     name: str = "fedavg"
 
     def _mu(self) -> float:
@@ -81,6 +82,7 @@ class FedAvg:
             proximal_mu=self._mu(),
             seed=self.seed,
             clip_norm=self.clip_norm,
+            weighting="uniform" if self.weighting == "uniform" else "examples",
         )
 
     def payload_length(self, n_parameters: int) -> int:

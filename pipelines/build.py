@@ -7,6 +7,7 @@ from collections.abc import Callable
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import Strategy, make_strategy
 from pipelines.spec import LoadedPipeline
+from privacy.dp import DPConfig
 from privacy.keyfile import PUBLIC_NAME, SECRET_NAME, read_public_key_file
 from privacy.params import CKKSParams, HEConfig, PackedParams
 from silo.config import DataSpec, ModelSpec, SiloSpec
@@ -57,11 +58,30 @@ def keys_folder(loaded: LoadedPipeline) -> str | None:
     return loaded.resolve(keys) if keys is not None else None
 
 
+def dp_config(loaded: LoadedPipeline) -> DPConfig:
+    spec = loaded.spec
+    p = spec.privacy
+    return DPConfig(
+        mode=p.dp,
+        target_epsilon=p.target_epsilon,
+        delta=p.delta,
+        noise_multiplier=p.noise_multiplier,
+        max_grad_norm=p.max_grad_norm,
+        accountant=p.accountant,
+        planned_rounds=spec.rounds,
+        min_silos=spec.min_silos,
+    )
+
+
 def silo_specs(
-    loaded: LoadedPipeline, key_backup: Callable[[str], str] | None = None, resume: bool = False
+    loaded: LoadedPipeline,
+    key_backup: Callable[[str], str] | None = None,
+    resume: bool = False,
+    dp_state: Callable[[str], str] | None = None,
 ) -> list[SiloSpec]:
     """``key_backup(silo)``: where that silo keeps a copy of the run's HE key (checkpointed
-    runs). ``resume``: silos read the key from there instead of receiving a fresh one."""
+    runs). ``resume``: silos read the key from there instead of receiving a fresh one.
+    ``dp_state(silo)``: where that silo keeps its privacy accountant (DP runs)."""
     spec = loaded.spec
     data = data_spec(loaded)
     model = ModelSpec(kind=spec.model.kind, hidden=tuple(spec.model.hidden))
@@ -80,6 +100,8 @@ def silo_specs(
                 he_secret_path=secret,
                 he_key_backup_path=backup,
                 seed=spec.training.seed,
+                dp=dp_config(loaded),
+                dp_state_path=dp_state(s.name) if dp_state and spec.privacy.dp != "off" else None,
             )
         )
     return specs
@@ -94,6 +116,7 @@ def strategy(loaded: LoadedPipeline) -> Strategy:
         "optimizer": t.optimizer,
         "momentum": t.momentum,
         "seed": t.seed,
+        "weighting": "uniform" if loaded.spec.privacy.dp == "silo" else "examples",
     }
     if t.strategy == "fedprox":
         params["mu"] = t.mu

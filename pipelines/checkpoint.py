@@ -4,6 +4,8 @@
                                                 parameters only), run summary, last round
 <tracking.checkpoints>/<run id>/keys/<silo>.key each silo's copy of the run's HE secret key,
                                                 written by the silo on its own node (0600)
+<tracking.checkpoints>/<run id>/privacy/<silo>.json each silo's privacy accountant (DP runs),
+                                                written by the silo on its own node (0600)
 
 fedsilo run PIPELINE --resume RUN_ID
 """
@@ -39,6 +41,10 @@ def run_folder(root: Path, run_id: str) -> Path:
 
 def key_backup_path(root: Path, run_id: str, silo: str) -> str:
     return str(run_folder(root, run_id) / "keys" / f"{silo}.key")
+
+
+def privacy_state_path(root: Path, run_id: str, silo: str) -> str:
+    return str(run_folder(root, run_id) / "privacy" / f"{silo}.json")
 
 
 def save(root: Path, checkpoint: Checkpoint) -> Path:

@@ -24,6 +24,7 @@ from orchestrator.errors import FederationError, SchemaMismatch
 from orchestrator.schema import agree
 from pipelines import build, ops_cli
 from pipelines.checkpoint import CheckpointError
+from pipelines.privacy_report import delta_problems, training_rows_estimate
 from pipelines.spec import LoadedPipeline, PipelineError, bundled_example, load_pipeline
 from pipelines.tracking import TrackingError
 from privacy.codec import CodecError
@@ -79,6 +80,11 @@ def validate(loaded: LoadedPipeline, console: Console) -> None:
     data = build.data_spec(loaded)
     descriptions = [inspect_table(silo.name, loaded.silo_path(silo), data) for silo in loaded.spec.silos]
     schema = agree(descriptions)
+    fraction = loaded.spec.data.validation_fraction
+    train_rows = {d.name: training_rows_estimate(d.rows, fraction) for d in descriptions}
+    problems = delta_problems(loaded.spec, train_rows)
+    if problems:
+        raise PipelineError(loaded.path, problems)
     table = Table(title=f"{loaded.path.name}: pipeline {loaded.spec.name!r} is valid", title_justify="left")
     for column in ("silo", "rows", "missing cells", "classes", "path"):
         table.add_column(column)

@@ -86,7 +86,10 @@ class Federation:
         def backup(silo: str) -> str:
             return checkpoint.key_backup_path(checkpoints, run_id, silo)
 
-        specs = build.silo_specs(loaded, backup, resume)
+        def dp_state(silo: str) -> str:
+            return checkpoint.privacy_state_path(checkpoints, run_id, silo)
+
+        specs = build.silo_specs(loaded, backup, resume, dp_state)
         self.silos: dict[str, Any] = {
             s.name: silo_cls.options(
                 name=f"silo:{s.name}",

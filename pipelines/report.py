@@ -8,6 +8,7 @@ from typing import Any
 
 from orchestrator.metrics import GlobalEval
 from orchestrator.records import RoundRecord, SetupReport
+from pipelines.privacy_report import privacy_card
 from pipelines.spec import LoadedPipeline
 
 
@@ -28,6 +29,9 @@ class RunSummary:
     publish_seconds: float = 0.0  # decrypt, export, log and register the model
     wall_seconds: float = 0.0
     per_silo: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # epsilon and noise multiplier per silo (latest), contributors (silos in at least one round)
+    privacy: dict[str, Any] = field(default_factory=dict)
+    stopped: str | None = None  # why the run ended before its last round (privacy budget spent)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSummary:
@@ -48,6 +52,11 @@ class RunSummary:
                 "attempts": record.attempts,
             }
         )
+        privacy = self.privacy
+        privacy.setdefault("epsilon", {}).update(record.epsilon)
+        privacy.setdefault("noise_multiplier", {}).update(record.noise_multiplier)
+        contributors = set(privacy.get("contributors", [])) | set(record.participants)
+        privacy["contributors"] = [s for s in self.silos if s in contributors]
 
     def add_eval(self, result: GlobalEval) -> None:
         for row in self.per_round:
@@ -108,7 +117,7 @@ No row of data left any silo; the orchestrator added the silos' updates {how}.
 
 ## Privacy
 - homomorphic encryption: {he_line}
-- differential privacy: off (the released model is not protected against membership inference)
+{privacy_card(spec, summary.privacy, summary.stopped)}
 - input example: synthetic (federated means and modes), not a real record
 
 ## Quality (global model, validation rows of every silo)

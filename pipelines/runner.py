@@ -15,12 +15,14 @@ from pathlib import Path
 import ray
 from rich.console import Console
 
+from orchestrator.errors import BudgetSpent, FederationError
 from orchestrator.metrics import GlobalEval
 from orchestrator.records import OrchestratorState, SetupReport
 from pipelines import checkpoint, federation
 from pipelines.console import round_progress, setup_table, summary_table
+from pipelines.privacy_report import delta_problems, privacy_tags
 from pipelines.report import RunSummary, metrics_figure, model_card
-from pipelines.spec import LoadedPipeline
+from pipelines.spec import LoadedPipeline, PipelineError
 from pipelines.tracking import RunTracker, check_tracking_server, resolve_tracking_uri
 from silo.messages import PublishRequest
 
@@ -105,6 +107,9 @@ def run_federation(
                 federation.get(actors.orchestrator.restore.remote(resumed.orchestrator))
         summary.setup_seconds = time.perf_counter() - setup_start  # actor start-up included
         tracker.log_setup(setup, summary.setup_seconds)
+        problems = delta_problems(spec, {r.silo: r.train_rows for r in setup.ready})
+        if problems:
+            raise PipelineError(loaded.path, problems)
         summary.model_parameters = setup.n_parameters
         for ready in setup.ready:
             summary.per_silo.setdefault(ready.silo, {}).update({"node": ready.node, "device": ready.device})
@@ -122,6 +127,9 @@ def run_federation(
                 try:
                     record = ray.get(actors.orchestrator.run_round.remote(server_round))
                 except ray.exceptions.RayError as err:
+                    if isinstance(federation.unwrap(err), BudgetSpent):
+                        summary.stopped = str(federation.unwrap(err))
+                        break
                     if not federation.orchestrator_died(err) or recoveries >= ORCHESTRATOR_RECOVERIES:
                         return federation.raise_domain(err)
                     recoveries += 1
@@ -146,6 +154,11 @@ def run_federation(
                     status += f", acc {latest[0].accuracy:.3f} (after round {latest[0].after_round})"
                 progress.update(task, advance=1, status=status)
                 server_round += 1
+        if summary.stopped:
+            console.print(f"[yellow]{summary.stopped}[/]", highlight=False)
+            tracker.set_tags({"fedsilo.stopped": summary.stopped.splitlines()[0][:5000]})
+            if summary.rounds_completed == 0:
+                raise FederationError(summary.stopped + "\n  no round completed: nothing to publish")
         final: GlobalEval = federation.get(actors.orchestrator.evaluate.remote())
         tracker.log_eval(final)
         summary.add_eval(final)
@@ -159,6 +172,8 @@ def run_federation(
         tracker.flush()  # the publishing silo writes to the same run next
         publish_start = time.perf_counter()
         with console.status(f"silo {spec.publisher} is publishing the model to the registry"):
+            privacy = privacy_tags(spec, setup.codec, summary.privacy)
+            tracker.set_tags(privacy)
             request = PublishRequest(
                 tracking_uri=tracking_uri,
                 run_id=tracker.run_id,
@@ -167,7 +182,8 @@ def run_federation(
                     "fedsilo.run_id": tracker.run_id,
                     "fedsilo.silos": ",".join(summary.silos),
                     "fedsilo.he": spec.privacy.he,
-                    "fedsilo.dp": "off",
+                    "fedsilo.dp": spec.privacy.dp,
+                    **privacy,
                 },
             )
             published = federation.get(actors.orchestrator.publish.remote(spec.publisher, request))

@@ -158,6 +158,24 @@ class PrivacySection(_Section):
     # Out-of-band keys: the folder `fedsilo keys init` wrote (relative to this file; each
     # silo reads its he-secret.key there on its own node). Unset: a fresh key set per run.
     keys: str | None = None
+    # Differential privacy (privacy/dp.py): "record" = DP-SGD in each silo (Opacus), "silo" =
+    # clipped updates plus distributed Gaussian noise. Give target_epsilon (the noise multiplier
+    # is calibrated over every planned round) or noise_multiplier (epsilon is only tracked).
+    dp: Literal["off", "record", "silo"] = "off"
+    target_epsilon: float | None = Field(None, gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    noise_multiplier: float | None = Field(None, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)  # record: per-sample gradient bound; silo: update norm bound
+    accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+
+    @model_validator(mode="after")
+    def _dp_settings(self) -> PrivacySection:
+        if self.dp != "off" and (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError(
+                f"privacy.dp = {self.dp!r} needs exactly one of target_epsilon (a budget, e.g. 8) "
+                "and noise_multiplier (e.g. 1.0)"
+            )
+        return self
 
 
 class TrackingSection(_Section):
@@ -269,6 +287,16 @@ class Pipeline(_Section):
                     "plain modulus; lower value_bits or max_silos"
                 )
         check_strategy(self.training, self.privacy.he, len(names))
+        if self.privacy.dp == "record" and self.training.strategy == "scaffold":
+            raise ValueError(
+                "privacy.dp = 'record' trains with DP-SGD, which does not apply SCAFFOLD's gradient "
+                "correction; use training.strategy = 'fedavg', 'fedadam' or 'fedyogi'"
+            )
+        if self.privacy.dp == "record" and self.training.strategy == "fedprox":
+            raise ValueError(
+                "privacy.dp = 'record' trains with DP-SGD, which does not clip FedProx's proximal term; "
+                "use training.strategy = 'fedavg'"
+            )
         if self.privacy.keys is not None and self.privacy.he == "off":
             raise ValueError("privacy.keys is set but privacy.he = 'off' uses no keys")
         return self

@@ -102,6 +102,10 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
     }
     for name, loss in record.train_loss.items():
         metrics[f"silo/{name}/train_loss"] = loss
+    for name, epsilon in record.epsilon.items():
+        metrics[f"privacy/epsilon/{name}"] = epsilon
+    if record.epsilon:
+        metrics["privacy/epsilon"] = max(record.epsilon.values())
     return metrics
 
 
@@ -162,7 +166,7 @@ class RunTracker:
             {
                 "fedsilo.silos": ",".join(s.name for s in spec.silos),
                 "fedsilo.strategy": spec.training.strategy,
-                "fedsilo.dp": "off",
+                "fedsilo.dp": spec.privacy.dp,
                 "fedsilo.code_version": code_version(),
                 "fedsilo.he.scheme": spec.privacy.he,
             }

@@ -17,6 +17,7 @@ it with the range every silo agreed on, and signs it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 import zlib
@@ -29,6 +30,7 @@ import torch
 
 from privacy.aggregate import bound_hint, encode_weighted
 from privacy.codec import Codec, Payload, PlainCodec
+from privacy.dp import record_plan
 from privacy.keyfile import read_key_file, write_secret_key_file
 from privacy.schemes import SecretKeys, generate_keys, keys_from_secret
 from privacy.sealing import SealingKey, seal
@@ -45,6 +47,7 @@ from silo.data import (
 )
 from silo.messages import (
     Evaluation,
+    FitConfig,
     FitIns,
     FitRes,
     KeyBundle,
@@ -65,6 +68,7 @@ from silo.preprocess import (
     local_squares,
     local_sums,
 )
+from silo.privacy_budget import SiloPrivacy
 from silo.server_opt import OptState, server_step, split_scaffold
 from silo.train import evaluate, local_steps, local_train
 from silo.update import Control, staged_update
@@ -124,6 +128,7 @@ class SiloWorker:
         self.device = _pick_device()
         self._c_global: np.ndarray | None = None  # SCAFFOLD: c, from the last global payload
         self._c_local: np.ndarray | None = None  # SCAFFOLD: c_i (zeros after a restart)
+        self._privacy = SiloPrivacy(spec.dp, spec.dp_state_path) if spec.dp.enabled else None
         self.incarnation = uuid.uuid4().hex  # new after every restart
 
     # Retried once a crashed silo's process is back: a restart within the orchestrator's
@@ -281,36 +286,82 @@ class SiloWorker:
         return evaluate(self._model, self._x_val, self._y_val, self._pre.binary, self.device, self.name)
 
     def fit(self, ins: FitIns) -> FitRes:
-        """Score the incoming global model, train locally, stage n_k * w_k for `encode_staged`."""
+        """Score the incoming global model, train locally, stage n_k * w_k for `encode_staged`
+        (with DP: DP-SGD, or a clipped and noised update; weight 1 under uniform weighting)."""
         assert self._pre is not None
         start = time.perf_counter()
         self._staged = None
         self._load_global(ins.global_payload)
         evaluation = self._evaluate()
         round_seed = zlib.crc32(f"{ins.config.seed}/{ins.round}/{self.name}".encode())
+        examples = len(self._y_train)
+        dp, config = self._privacy, ins.config
         control = None
-        if ins.config.scaffold:
+        if config.scaffold:
             assert self._c_global is not None
             c_local = self._c_local if self._c_local is not None else np.zeros_like(self._c_global)
             control = Control(self._c_global, c_local)
         begin = get_flat(self._model)
-        loss = local_train(
-            self._model, self._x_train, self._y_train, ins.config, self._pre.binary, self.device, round_seed,
-            correction=None if control is None else control.c_global - control.c_local,
-        )  # fmt: skip
+        if dp is None:
+            loss = local_train(
+                self._model, self._x_train, self._y_train, config, self._pre.binary, self.device, round_seed,
+                correction=None if control is None else control.c_global - control.c_local,
+            )  # fmt: skip
+        else:
+            record = dp.config.mode == "record"
+            plan = record_plan(examples, config.batch_size, config.local_epochs) if record else None
+            rate, steps = plan or (1.0, 1)
+            sigma = dp.plan(rate, steps)
+            refusal = dp.refusal(rate, steps)
+            if refusal is not None:
+                logger.warning("silo %s, round %d: %s", self.name, ins.round, refusal)
+                return FitRes(
+                    self.name, ins.round, examples=examples, evaluation=evaluation, error=refusal,
+                    epsilon=dp.epsilon(), noise_multiplier=sigma, budget_spent=True,
+                )  # fmt: skip
+            loss = self._private_train(dp, config, round_seed, sigma)
         weights = get_flat(self._model)
         seconds = time.perf_counter() - start
-        examples = len(self._y_train)
+        epsilon = dp.epsilon() if dp is not None else None
+        sigma_used = dp.noise_multiplier if dp is not None else None
         if np.all(np.isfinite(weights)):
-            staged = staged_update(begin, weights, ins.config, local_steps(examples, ins.config), control)
+            # clip_norm (and SCAFFOLD's control half) after any DP noise: post-processing
+            staged = staged_update(begin, weights, config, local_steps(examples, config), control)
             weights, self._c_local = staged.vector, staged.c_local
         if not np.all(np.isfinite(weights)):
             return FitRes(
                 self.name, ins.round, examples=examples, train_loss=loss, evaluation=evaluation,
                 seconds=seconds, error="local update has NaN or infinite weights (learning rate too high?)",
+                epsilon=epsilon, noise_multiplier=sigma_used,
             )  # fmt: skip
-        hint = self._stage(weights, float(examples), exact=False)
-        return FitRes(self.name, ins.round, hint, examples, loss, evaluation, seconds)
+        uniform = config.weighting == "uniform" or (dp is not None and dp.config.mode == "silo")
+        hint = self._stage(weights, 1.0 if uniform else float(examples), exact=False)
+        return FitRes(
+            self.name, ins.round, hint, examples, loss, evaluation, seconds,
+            epsilon=epsilon, noise_multiplier=sigma_used,
+        )  # fmt: skip
+
+    def _private_train(self, dp: SiloPrivacy, config: FitConfig, round_seed: int, sigma: float) -> float:
+        """Train with DP (record: DP-SGD; silo: clipped update plus a noise share); spend budget."""
+        from silo.dp_train import dp_local_train
+
+        assert self._pre is not None
+        # Noise and Poisson sampling must be unpredictable: a secret seed, never the round seed.
+        secret = int.from_bytes(os.urandom(8), "little")
+        if dp.config.mode == "record":
+            loss, rate, steps = dp_local_train(
+                self._model, self._x_train, self._y_train, config, self._pre.binary, self.device,
+                secret, sigma, dp.config.max_grad_norm,
+            )  # fmt: skip
+            dp.spend(rate, steps)
+            return loss
+        start = get_flat(self._model)
+        loss = local_train(
+            self._model, self._x_train, self._y_train, config, self._pre.binary, self.device, round_seed
+        )
+        set_flat(self._model, dp.privatize(start, get_flat(self._model), np.random.default_rng(secret)))
+        dp.spend(1.0, 1)
+        return loss
 
     def initial_weights(self) -> Payload:
         """The seeded round-0 model, in plaintext mode only: the orchestrator's reference for

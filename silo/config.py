@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from privacy.dp import DPConfig
 from privacy.params import HEConfig
 
 MissingPolicy = Literal["drop", "impute"]
@@ -49,3 +50,7 @@ class SiloSpec:
     # node), so that `fedsilo run --resume` can decrypt the checkpointed model.
     he_key_backup_path: str | None = None
     seed: int = 0
+    dp: DPConfig = field(default_factory=DPConfig)
+    # Where this silo keeps its privacy accountant (on its own node), so that a restarted silo
+    # or a resumed run goes on from the epsilon already spent. None: kept in memory only.
+    dp_state_path: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from privacy.codec import Payload
 from privacy.signing import SignedUpdate
@@ -22,6 +23,8 @@ class FitConfig:
     seed: int = 0
     clip_norm: float = 0.0  # > 0: the silo bounds ||w_k - w_global||_2 before staging its update
     scaffold: bool = False  # SCAFFOLD: corrected gradients, the update is [w_k ; c + delta c_k]
+    # Aggregation weight a silo stages: its training rows, or 1 (silo-level DP: sensitivity C/K)
+    weighting: Literal["examples", "uniform"] = "examples"
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,10 @@ class FitRes:
     evaluation: Evaluation | None = None  # the incoming global model on local validation
     seconds: float = 0.0
     error: str | None = None
+    # Differential privacy (privacy.dp != "off"): what this silo has spent so far, with which noise
+    epsilon: float | None = None
+    noise_multiplier: float | None = None
+    budget_spent: bool = False  # refused to train: the round would exceed its privacy budget
 
     def has_error(self) -> bool:
         return self.error is not None

@@ -1,0 +1,118 @@
+"""Differential privacy end to end through the CLI: real Ray, real TenSEAL, a real MLflow store.
+
+Record level: the pipeline plans 2 rounds with a budget of epsilon 3; asked for 3 rounds, every
+silo refuses the third (its budget is spent) and the run stops cleanly, publishing round 2's
+model. Silo level: distributed noise under the packed HE codec.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import example_pipeline_text
+from tests.pipelines.test_cli import MODEL, fedsilo
+
+pytestmark = pytest.mark.slow
+SILOS = ["cleveland", "hungary", "switzerland", "long-beach"]
+
+
+@dataclass(frozen=True)
+class Run:
+    folder: Path
+    code: int
+    stdout: str
+    stderr: str
+    summary: dict
+
+
+def _run(folder: Path, name: str, privacy: str, *args: str) -> Run:
+    pipeline = folder / f"{name}.toml"
+    pipeline.write_text(example_pipeline_text(rounds="2", he=f'"packed"\n{privacy}'))
+    result = fedsilo("run", str(pipeline), "--summary-json", f"{name}.json", *args, cwd=folder)
+    summary_path = folder / f"{name}.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    return Run(folder, result.returncode, result.stdout, result.stderr, summary)
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    folder = tmp_path_factory.mktemp("dp-record")
+    run = _run(folder, "record", 'dp = "record"\ntarget_epsilon = 3\ndelta = 1e-3', "--rounds", "3")
+    assert run.code == 0, run.stderr[-3000:]
+    return run
+
+
+def _client(folder: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{folder / 'mlruns.db'}")
+
+
+def test_record_dp_logs_each_silos_epsilon_every_round(record: Run) -> None:
+    client = _client(record.folder)
+    run_id = record.summary["run_id"]
+
+    for silo in SILOS:
+        metric = client.get_metric_history(run_id, f"privacy/epsilon/{silo}")
+        history = sorted((m.step, m.value) for m in metric)
+        assert [step for step, _ in history] == [1, 2]
+        assert 0 < history[0][1] < history[1][1] <= 3.0
+    overall = client.get_metric_history(run_id, "privacy/epsilon")
+    assert max(m.value for m in overall) == pytest.approx(max(record.summary["privacy"]["epsilon"].values()))
+
+
+def test_record_dp_stops_cleanly_when_the_budget_is_spent(record: Run) -> None:
+    client = _client(record.folder)
+    run = client.get_run(record.summary["run_id"])
+
+    assert "stopped after round 2: privacy budget of silo(s) cleveland, hungary, long-beach, switzerland" in (
+        " ".join(record.stdout.split())
+    )
+    assert record.summary["rounds_completed"] == 2
+    assert record.summary["stopped"].startswith("stopped after round 2")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["fedsilo.stopped"].startswith("stopped after round 2")
+    assert client.get_model_version_by_alias(MODEL, "challenger").run_id == run.info.run_id
+    text = Path(client.download_artifacts(run.info.run_id, "model_card.md", str(record.folder))).read_text()
+    assert "record-level (DP-SGD with Opacus in every silo)" in text
+    assert "training stopped early: stopped after round 2" in text
+
+
+def test_record_dp_version_and_run_carry_privacy_tags(record: Run) -> None:
+    client = _client(record.folder)
+    version = client.get_model_version_by_alias(MODEL, "challenger")
+    tags = version.tags
+    run_tags = client.get_run(version.run_id).data.tags
+
+    epsilon = max(record.summary["privacy"]["epsilon"].values())
+    assert tags["fedsilo.privacy.dp"] == "record"
+    assert float(tags["fedsilo.privacy.epsilon"]) == pytest.approx(epsilon, abs=1e-4)
+    assert tags["fedsilo.privacy.epsilon_target"] == "3"
+    assert tags["fedsilo.privacy.delta"] == "0.001"
+    assert tags["fedsilo.privacy.max_grad_norm"] == "1"
+    assert float(tags["fedsilo.privacy.noise_multiplier"]) > 0
+    assert tags["fedsilo.privacy.accountant"] == "rdp"
+    assert tags["fedsilo.privacy.he.scheme"] == "packed" and tags["fedsilo.privacy.he.value_bits"] == "16"
+    assert tags["fedsilo.privacy.contributing_silos"] == ",".join(SILOS)
+    assert {k: v for k, v in run_tags.items() if k.startswith("fedsilo.privacy.")} == {
+        k: v for k, v in tags.items() if k.startswith("fedsilo.privacy.")
+    }
+
+
+def test_silo_dp_under_packed_encryption(tmp_path: Path) -> None:
+    run = _run(tmp_path, "silo", 'dp = "silo"\ntarget_epsilon = 8\ndelta = 1e-3\nmax_grad_norm = 2.0')
+    assert run.code == 0, run.stderr[-3000:]
+    client = _client(tmp_path)
+    run_id = run.summary["run_id"]
+
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "privacy/epsilon"))
+    tags = client.get_model_version_by_alias(MODEL, "challenger").tags
+
+    assert [step for step, _ in history] == [1, 2] and 0 < history[0][1] < history[1][1] <= 8.0
+    assert tags["fedsilo.privacy.dp"] == "silo" and tags["fedsilo.privacy.he.scheme"] == "packed"
+    assert tags["fedsilo.privacy.noise_shares_for"] == "3"  # min_silos of the bundled example
+    assert run.summary["rounds_completed"] == 2 and run.summary["stopped"] is None
