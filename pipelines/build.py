@@ -58,10 +58,14 @@ def keys_folder(loaded: LoadedPipeline) -> str | None:
 
 
 def silo_specs(
-    loaded: LoadedPipeline, key_backup: Callable[[str], str] | None = None, resume: bool = False
+    loaded: LoadedPipeline,
+    key_backup: Callable[[str], str] | None = None,
+    resume: bool = False,
+    warm_start: tuple[str, str] | None = None,
 ) -> list[SiloSpec]:
     """``key_backup(silo)``: where that silo keeps a copy of the run's HE key (checkpointed
-    runs). ``resume``: silos read the key from there instead of receiving a fresh one."""
+    runs). ``resume``: silos read the key from there instead of receiving a fresh one.
+    ``warm_start``: (resolved ``models:/NAME/VERSION``, tracking URI) of the initial model."""
     spec = loaded.spec
     data = data_spec(loaded)
     model = ModelSpec(kind=spec.model.kind, hidden=tuple(spec.model.hidden))
@@ -80,6 +84,8 @@ def silo_specs(
                 he_secret_path=secret,
                 he_key_backup_path=backup,
                 seed=spec.training.seed,
+                initial_model=warm_start[0] if warm_start else None,
+                tracking_uri=warm_start[1] if warm_start else None,
             )
         )
     return specs

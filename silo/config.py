@@ -49,3 +49,7 @@ class SiloSpec:
     # node), so that `fedsilo run --resume` can decrypt the checkpointed model.
     he_key_backup_path: str | None = None
     seed: int = 0
+    # Warm start: a resolved ``models:/NAME/VERSION`` whose weights are the initial model,
+    # read from ``tracking_uri`` on the silo's node. None: the seeded initial model.
+    initial_model: str | None = None
+    tracking_uri: str | None = None
