@@ -4,6 +4,7 @@ fedsilo run                                  # bundled example: 4 hospitals, loc
 fedsilo run PIPELINE --summary-json out.json --rounds 5
 fedsilo run PIPELINE --address 127.0.0.1:6379
 fedsilo validate PIPELINE                    # schema and every silo's data, no training
+fedsilo evaluate|promote|review ...          # the model lifecycle (pipelines/lifecycle_cli.py)
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from rich.table import Table
 
 from orchestrator.errors import FederationError, SchemaMismatch
 from orchestrator.schema import agree
-from pipelines import build
+from pipelines import build, lifecycle_cli
 from pipelines.checkpoint import CheckpointError
+from pipelines.registry import RegistryError
 from pipelines.spec import LoadedPipeline, PipelineError, bundled_example, load_pipeline
 from privacy.codec import CodecError
 from silo.data import inspect_table
@@ -44,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a pipeline and every silo's data")
     validate.add_argument("pipeline", type=Path)
+
+    lifecycle_cli.add_commands(commands)  # evaluate, promote, review
 
     keys = commands.add_parser("keys", help="homomorphic-encryption keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -109,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             validate(load_pipeline(args.pipeline), console)
             return 0
+        if args.command in lifecycle_cli.COMMANDS:
+            return lifecycle_cli.run_command(args, console, err_console)
         if args.command == "keys":
             keys_init(load_pipeline(args.pipeline), args.out, console)
             return 0
@@ -137,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CodecError, CheckpointError) as err:
         err_console.print(f"[red]error:[/] {err}", highlight=False)
         return EXIT_INPUT
+    except RegistryError as err:  # `fedsilo run`: [model] from, an unreachable tracking server
+        err_console.print(f"[red]error:[/] {err}", highlight=False)
+        return err.exit_code
     except FederationError as err:
         err_console.print(f"[red]federation stopped:[/] {err}", highlight=False)
         return EXIT_FEDERATION

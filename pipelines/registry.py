@@ -142,7 +142,7 @@ class Registry:
 
     def _inventory(self, name: str) -> str:
         aliases = self.model(name).aliases or {}
-        versions = [v.version for v in self.versions(name)]
+        versions = [str(v.version) for v in self.versions(name)]
         alias_text = ", ".join(f"@{a} (version {v})" for a, v in sorted(aliases.items())) or "none"
         return f"its versions: {', '.join(versions) or 'none'}; its aliases: {alias_text}"
 
