@@ -24,6 +24,7 @@ METRICS = ("accuracy", "auc", "loss")
 DEFAULT_METRIC = "accuracy"
 DEFAULT_MARGIN = 0.02
 TAG = "fedsilo.gate."
+EPS = 1e-9  # float noise in differences of ratios is not "worse"
 
 
 def value(result: GlobalEval, metric: str) -> float | None:
@@ -63,12 +64,12 @@ def decide(
     reasons = []
     if aggregate_delta is None:
         reasons.append("the aggregate metric could not be computed")
-    elif aggregate_delta < 0:
+    elif aggregate_delta < -EPS:
         reasons.append(f"worse than the champion on the aggregate by {-aggregate_delta:.4f}")
     for silo, d in deltas.items():
         if d is None:
             reasons.append(f"silo {silo}: metric undefined (a single class in its held-out rows?)")
-        elif d < -margin:
+        elif d < -margin - EPS:
             reasons.append(f"silo {silo}: worse by {-d:.4f}, more than the margin {margin:g}")
     reasons += [f"silo {silo}: did not score the models" for silo in missing]
     return Decision(not reasons, tuple(reasons))

@@ -1,0 +1,88 @@
+"""Registry errors a user can act on: what does not exist is named with what does; an
+unreachable server is reported in seconds; a version that cannot be aliased is removed."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.registry import ModelRef, Registry, RegistryError, check_reachable
+from silo.messages import PublishRequest
+from silo.publish import RegistryWriteError, register_version
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[str, str]:
+    """A sqlite store with model "m": versions 1 and 2, @champion on 1. Returns (uri, run id)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    mlflow.set_tracking_uri(uri)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "MLmodel").write_text("flavors: {}\n")
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(tmp_path / "model"), "model")
+    for _ in range(2):
+        register_version(PublishRequest(uri, run.info.run_id, "m"), f"runs:/{run.info.run_id}/model")
+    mlflow.MlflowClient(uri).set_registered_model_alias("m", "champion", "1")
+    return uri, run.info.run_id
+
+
+def test_model_uris_parse_or_say_how_to_write_them() -> None:
+    assert ModelRef.parse("models:/m@champion") == ModelRef("m", alias="champion")
+    assert ModelRef.parse("models:/m/3") == ModelRef("m", version="3")
+    with pytest.raises(RegistryError, match="use models:/NAME@ALIAS or models:/NAME/VERSION"):
+        ModelRef.parse("m@champion")
+
+
+def test_what_does_not_exist_is_named_with_what_does(store: tuple[str, str]) -> None:
+    registry = Registry(store[0])
+    assert registry.resolve("models:/m@champion").version == "1"
+    with pytest.raises(RegistryError, match=r"registered model 'nope' does not exist .*registered models: m"):
+        registry.resolve("models:/nope@champion")
+    listing = r"its versions: 1, 2; its aliases: @challenger \(version 2\), @champion \(version 1\)"
+    with pytest.raises(RegistryError, match=r"m has no alias @staging; " + listing):
+        registry.resolve("models:/m@staging")
+    with pytest.raises(RegistryError, match=r"m has no version 7; its versions: 1, 2"):
+        registry.resolve("models:/m/7")
+
+
+def test_promoting_a_missing_version_lists_the_versions(store: tuple[str, str], capsys) -> None:
+    code = main(["promote", "m", "9", "--tracking-uri", store[0]])
+    err = capsys.readouterr().err
+    assert code == 2 and "m has no version 9; its versions: 1, 2" in err and "Traceback" not in err
+
+
+def test_an_unreachable_tracking_server_is_reported_in_seconds(capsys) -> None:
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    code = main(["review", "m", "--tracking-uri", uri])
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 1 and f"the MLflow tracking server at {uri} is unreachable" in err
+    assert "after 4 attempts with backoff" in err and elapsed < 15
+    with pytest.raises(RegistryError):
+        check_reachable(uri, attempts=1)
+
+
+def test_a_version_whose_alias_cannot_be_set_is_deleted(store: tuple[str, str]) -> None:
+    import mlflow
+
+    uri, run_id = store
+    request = PublishRequest(uri, run_id, "m", alias="v1")  # MLflow reserves v<number> aliases
+    with pytest.raises(
+        RegistryWriteError, match=r"could not set @v1 on m version 3, so the version was deleted"
+    ):
+        register_version(request, f"runs:/{run_id}/model")
+    versions = mlflow.MlflowClient(uri).search_model_versions("name='m'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
