@@ -124,7 +124,9 @@ class SiloWorker:
         self.device = _pick_device()
         self.incarnation = uuid.uuid4().hex  # new after every restart
 
-    @ray.method(concurrency_group="control")
+    # Retried once a crashed silo's process is back: a restart within the orchestrator's
+    # status_timeout_s answers (with a new incarnation) and rejoins this round.
+    @ray.method(concurrency_group="control", max_task_retries=-1)
     def status(self) -> SiloStatus:
         return SiloStatus(self.name, self.incarnation, self._pre is not None)
 

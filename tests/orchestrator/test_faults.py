@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 import ray
+from mlflow.tracking import MlflowClient
 
 from orchestrator.actor import Orchestrator
 from orchestrator.errors import RoundFailed
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import FedAvg
+from pipelines.tracking import RunTracker
 from privacy.params import HEConfig, PackedParams
 from silo.actor import SiloWorker, silo_actor
 from silo.config import DataSpec, ModelSpec, SiloSpec
@@ -73,20 +75,30 @@ def _cleanup(silos: dict[str, Any], orchestrator: Any) -> None:
         ray.kill(handle)
 
 
-def test_a_silo_that_dies_mid_round_is_restarted_and_rejoins(ray_local, namespace, paths) -> None:
+def test_a_silo_that_dies_mid_round_is_restarted_and_rejoins(ray_local, namespace, paths, tmp_path) -> None:
     # Prepare
-    silos, orchestrator = _federation(namespace, paths, {"east": DiesInRoundTwo})
+    # status_timeout_s: round 3 waits for east's restart however busy the machine is
+    silos, orchestrator = _federation(namespace, paths, {"east": DiesInRoundTwo}, status_timeout_s=90.0)
+    tracker = RunTracker(f"sqlite:///{tmp_path / 'mlruns.db'}", "faults", "dies-mid-round")
     try:
-        # Execute
+        # Execute: the rounds, logged to MLflow as `fedsilo run` logs them
         records = [ray.get(orchestrator.run_round.remote(r)) for r in (1, 2, 3, 4)]
         final = ray.get(orchestrator.evaluate.remote())
+        for record in records:
+            tracker.log_round(record)
+        tracker.finish(True)
         # Assert: participants dip in round 2 and recover once east has restarted and rejoined
         counts = [len(r.participants) for r in records]
-        assert counts[0] == 3 and counts[1] == 2 and counts[3] == 3
+        assert counts == [3, 2, 3, 3], [r.failures for r in records]
         (failure,) = records[1].failures
         assert failure.silo == "east" and "unavailable" in failure.reason
-        assert "east" in records[2].rejoined + records[3].rejoined
+        assert records[2].rejoined == ("east",)
         assert set(final.per_silo) == {"north", "south", "east"} and final.accuracy > 0.6
+        # ... and MLflow shows the dip and the recovery, one point per round
+        history = MlflowClient(tracker.tracking_uri).get_metric_history(tracker.run_id, "round/participants")
+        logged = [int(m.value) for m in sorted(history, key=lambda m: m.step)]
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3, 4]
+        assert logged == counts and logged[1] < logged[0] and logged[3] == 3
     finally:
         _cleanup(silos, orchestrator)
 
