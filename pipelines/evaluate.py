@@ -152,8 +152,15 @@ def _log(loaded: LoadedPipeline, tracking_uri: str, result: GateResult, registry
 
 
 def evaluate_models(
-    loaded: LoadedPipeline, model: str, against: str, metric: str, margin: float, console: Console
+    loaded: LoadedPipeline,
+    model: str,
+    against: str,
+    metric: str,
+    margin: float,
+    console: Console,
+    address: str | None = None,
 ) -> GateResult:
+    """``address``: join that Ray cluster (silos on their organizations' nodes); None: a local Ray."""
     tracking_uri = resolve_tracking_uri(loaded.spec.tracking.mlflow_uri)
     registry = Registry(tracking_uri)
     challenger, champion = registry.resolve(model), registry.resolve(against)
@@ -162,7 +169,7 @@ def evaluate_models(
     console.print(
         f"scoring {challenger.describe()} against {champion.describe()} on every silo's held-out rows"
     )
-    started = federation.start_ray(loaded.spec.name, None, False)
+    started = federation.start_ray(loaded.spec.name, address, False)
     try:
         scores = _score_on_silos(loaded, (challenger.uri, champion.uri), tracking_uri)
     finally:

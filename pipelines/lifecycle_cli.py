@@ -36,6 +36,7 @@ def add_commands(commands: Any) -> None:
     evaluate.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                           help=f"how much worse a single silo may be (default {DEFAULT_MARGIN})")  # fmt: skip
     evaluate.add_argument("--json", action="store_true", help="print the gate as JSON")
+    evaluate.add_argument("--address", help="join an existing Ray cluster (the silos' nodes)")
 
     promote = commands.add_parser("promote", help="move @champion to a version that passed the gate")
     promote.add_argument("name")
@@ -63,9 +64,16 @@ def run_command(args: argparse.Namespace, console: Console, err_console: Console
         if args.command == "evaluate":
             from pipelines.evaluate import evaluate_models, report
 
+            if args.address:
+                from pipelines.cli import prepare_ray_auth
+
+                prepare_ray_auth()
             quiet = Console(stderr=True) if args.json else console
-            result = evaluate_models(load_pipeline(args.pipeline), args.model, args.against, args.metric,
-                                     args.margin, quiet)  # fmt: skip
+            loaded = load_pipeline(args.pipeline)
+            result = evaluate_models(
+                loaded, args.model, args.against, args.metric, args.margin, quiet, args.address
+            )
+
             if args.json:
                 print(json.dumps(report(result), indent=2))
             return 0 if result.decision().passed else 1

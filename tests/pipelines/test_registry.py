@@ -86,3 +86,23 @@ def test_a_version_whose_alias_cannot_be_set_is_deleted(store: tuple[str, str]) 
         register_version(request, f"runs:/{run_id}/model")
     versions = mlflow.MlflowClient(uri).search_model_versions("name='m'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
+
+
+def _loaded(uri: str, **replace: str):
+    from pipelines.spec import parse_pipeline
+    from tests.conftest import example_pipeline_text
+
+    replace.setdefault("registered_model", '"m"')
+    text = example_pipeline_text(**replace).replace("sqlite:///mlruns.db", uri)
+    return parse_pipeline(text, Path("pipeline.toml"))
+
+
+def test_a_scheduled_run_warm_starts_from_the_champion_when_there_is_one(store: tuple[str, str]) -> None:
+    from pipelines.warmstart import with_champion_warm_start
+
+    warm = with_champion_warm_start(_loaded(store[0]))
+    assert warm.spec.model.from_ == "models:/m@champion"
+    cold = with_champion_warm_start(_loaded(store[0], registered_model='"never-registered"'))
+    assert cold.spec.model.from_ is None
+    pinned = with_champion_warm_start(_loaded(store[0], kind='"logistic"\nfrom = "models:/m/2"'))
+    assert pinned.spec.model.from_ == "models:/m/2"  # an explicit source is kept
