@@ -5,6 +5,7 @@ fedsilo run PIPELINE --summary-json out.json --rounds 5
 fedsilo run PIPELINE --address 127.0.0.1:6379
 fedsilo validate PIPELINE                    # schema and every silo's data, no training
 fedsilo evaluate|promote|review ...          # the model lifecycle (pipelines/lifecycle_cli.py)
+fedsilo schedule | export kuberay | submit   # see pipelines/ops_cli.py
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.errors import FederationError, SchemaMismatch
 from orchestrator.schema import agree
-from pipelines import build, lifecycle_cli
+from pipelines import build, lifecycle_cli, ops_cli
 from pipelines.checkpoint import CheckpointError
 from pipelines.registry import RegistryError
 from pipelines.spec import LoadedPipeline, PipelineError, bundled_example, load_pipeline
+from pipelines.tracking import TrackingError
 from privacy.codec import CodecError
 from silo.data import inspect_table
 
@@ -43,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379)")
     run.add_argument("--rounds", type=int, help="override the pipeline's number of rounds")
     run.add_argument("--resume", metavar="RUN_ID", help="continue a run from its last checkpoint")
+    run.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra MLflow run tag")
 
     validate = commands.add_parser("validate", help="check a pipeline and every silo's data")
     validate.add_argument("pipeline", type=Path)
@@ -54,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     init = key_commands.add_parser("init", help="write HE keys for out-of-band provisioning")
     init.add_argument("pipeline", type=Path, help="the pipeline whose HE scheme and parameters to use")
     init.add_argument("--out", type=Path, help="folder to write (default: [privacy] keys, else ./keys)")
+    ops_cli.add_commands(commands)
     return parser
 
 
@@ -118,24 +123,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "keys":
             keys_init(load_pipeline(args.pipeline), args.out, console)
             return 0
-        if args.address:
+        if getattr(args, "address", None):
             prepare_ray_auth()
+        if (code := ops_cli.run_command(args, console)) is not None:
+            return code
         from pipelines.runner import RunOptions, run_federation, write_summary
 
         path = args.pipeline or bundled_example()
         loaded = load_pipeline(path)
         if args.rounds is not None and args.rounds < 1:
             raise PipelineError(path, ["--rounds must be at least 1"])
+        bad_tags = [t for t in args.tag if "=" not in t]
+        if bad_tags:
+            raise PipelineError(path, [f"--tag {bad_tags[0]!r}: use KEY=VALUE"])
         options = RunOptions(
-            address=args.address, rounds=args.rounds, log_to_driver=args.verbose, resume=args.resume
-        )
+            address=args.address, rounds=args.rounds, log_to_driver=args.verbose, resume=args.resume,
+            tags=dict(t.split("=", 1) for t in args.tag),
+        )  # fmt: skip
         summary = run_federation(loaded, options, console)
         if args.summary_json:
             write_summary(summary, args.summary_json)
             console.print(f"summary written to {args.summary_json}")
         return 0
     except PipelineError as err:
-        err_console.print(f"[red]error:[/] {err}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         return EXIT_INPUT
     except SchemaMismatch as err:
         err_console.print(f"[red]error:[/] {err}", highlight=False)
@@ -146,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RegistryError as err:  # `fedsilo run`: [model] from, an unreachable tracking server
         err_console.print(f"[red]error:[/] {err}", highlight=False)
         return err.exit_code
+    except TrackingError as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+        return EXIT_FEDERATION
     except FederationError as err:
         err_console.print(f"[red]federation stopped:[/] {err}", highlight=False)
         return EXIT_FEDERATION

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from pipelines.lineage import lifecycle_card, lifecycle_version_tags
 from pipelines.registry import check_reachable
 from pipelines.report import RunSummary, metrics_figure, model_card
 from pipelines.spec import LoadedPipeline
-from pipelines.tracking import RunTracker, resolve_tracking_uri
+from pipelines.tracking import RunTracker, check_tracking_server, resolve_tracking_uri
 from pipelines.warmstart import resolve_warm_start
 from silo.messages import PublishRequest
 
@@ -36,6 +36,7 @@ class RunOptions:
     rounds: int | None = None  # overrides the pipeline's rounds
     log_to_driver: bool = False  # stream actor logs into this terminal
     resume: str | None = None  # an MLflow run id whose checkpoint to continue from
+    tags: dict[str, str] = field(default_factory=dict)  # extra MLflow run tags (e.g. fedsilo.trigger)
 
 
 def _check_resumable(tracking_uri: str, resumed: checkpoint.Checkpoint, rounds: int) -> None:
@@ -68,7 +69,8 @@ def run_federation(
     checkpoints = Path(spec.tracking.checkpoints).expanduser().resolve()
     resumed = checkpoint.load(checkpoints, options.resume) if options.resume else None
     tracking_uri = resolve_tracking_uri(spec.tracking.mlflow_uri)
-    check_reachable(tracking_uri)  # seconds, before Ray starts, not MLflow's minutes of retries
+    check_reachable(tracking_uri)  # TCP, with retries and backoff: seconds, not MLflow's minutes
+    check_tracking_server(tracking_uri)  # and it is an MLflow server: /health answers
     if resumed is not None:
         _check_resumable(tracking_uri, resumed, rounds)
     warm = resolve_warm_start(loaded, tracking_uri) if resumed is None else None
@@ -92,6 +94,7 @@ def run_federation(
             tracker.log_pipeline(loaded)
         else:
             tracker.resumed(resumed.orchestrator.round)
+        tracker.set_tags(options.tags)
         done = resumed.orchestrator.round if resumed else 0
         console.print(
             f"[bold]fedsilo[/] federation [cyan]{spec.name}[/]: {len(spec.silos)} silos, {rounds} rounds"

@@ -169,6 +169,40 @@ class ResourcesSection(_Section):
     silo_restarts: int = Field(3, ge=0)
 
 
+class ScheduleSection(_Section):
+    """``fedsilo schedule PIPELINE`` runs it on this cron (see pipelines/schedule.py)."""
+
+    cron: str  # 5 fields (minute hour day month weekday), or 6 with seconds last (croniter)
+    timezone: str = "UTC"  # IANA name the cron is read in, e.g. "Europe/Zurich"
+    catch_up: bool = True  # after downtime, run once for the fires that were missed
+    # Lock, last fire time and run logs per pipeline, relative to the current folder.
+    state: str = "fedsilo-schedule"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        try:
+            croniter(value)
+        except (ValueError, KeyError) as err:
+            raise ValueError(f"not a cron expression ({err}); e.g. '0 2 * * *' for 02:00 every day") from None
+        if not value.startswith("@") and len(value.split()) not in (5, 6):
+            raise ValueError("use 5 fields (minute hour day month weekday) or 6 (with seconds last)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone; use an IANA name such as 'UTC' or 'Europe/Zurich'") from None
+        return value
+
+
 class Pipeline(_Section):
     name: str = Field(pattern=NAME)
     rounds: int = Field(10, ge=1)
@@ -182,6 +216,7 @@ class Pipeline(_Section):
     privacy: PrivacySection = Field(default_factory=PrivacySection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
+    schedule: ScheduleSection | None = None
 
     @model_validator(mode="after")
     def _silos_agree(self) -> Pipeline:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 from pipelines.registry import CHAMPION, Registry, RegistryError, ResolvedModel
 from pipelines.spec import LoadedPipeline
@@ -48,6 +49,9 @@ def with_champion_warm_start(loaded: LoadedPipeline, tracking_uri: str | None = 
         return loaded
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.mlflow_uri)  # like `fedsilo run`: from the cwd
     name = spec.registered_model
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        logger.warning("warm start: none, a cold start (no MLflow store at %s yet)", uri)
+        return loaded  # and do not create one by asking
     try:
         champion = Registry(uri).by_alias(name, CHAMPION)
     except RegistryError as err:
