@@ -106,3 +106,15 @@ def test_a_scheduled_run_warm_starts_from_the_champion_when_there_is_one(store: 
     assert cold.spec.model.from_ is None
     pinned = with_champion_warm_start(_loaded(store[0], kind='"logistic"\nfrom = "models:/m/2"'))
     assert pinned.spec.model.from_ == "models:/m/2"  # an explicit source is kept
+
+
+def test_the_scheduler_prepares_a_warm_start_and_creates_no_store(
+    store: tuple[str, str], tmp_path: Path
+) -> None:
+    from pipelines.schedule import prepare_scheduled
+
+    assert prepare_scheduled(_loaded(store[0])).spec.model.from_ == "models:/m@champion"
+    absent = f"sqlite:///{tmp_path / 'elsewhere' / 'none.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    assert prepare_scheduled(_loaded(absent)).spec.model.from_ is None
+    assert not (tmp_path / "elsewhere" / "none.db").exists()
