@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--rounds", type=int, help="override the pipeline's number of rounds")
     run.add_argument("--resume", metavar="RUN_ID", help="continue a run from its last checkpoint")
     run.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra MLflow run tag")
+    run.add_argument(
+        "--from-champion",
+        action="store_true",
+        help="warm-start from @champion when it exists (scheduled runs)",
+    )
 
     validate = commands.add_parser("validate", help="check a pipeline and every silo's data")
     validate.add_argument("pipeline", type=Path)
@@ -131,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         path = args.pipeline or bundled_example()
         loaded = load_pipeline(path)
+        if args.from_champion:
+            from pipelines.warmstart import with_champion_warm_start
+
+            loaded = with_champion_warm_start(loaded)
         if args.rounds is not None and args.rounds < 1:
             raise PipelineError(path, ["--rounds must be at least 1"])
         bad_tags = [t for t in args.tag if "=" not in t]
