@@ -118,3 +118,17 @@ def test_the_scheduler_prepares_a_warm_start_and_creates_no_store(
     (tmp_path / "elsewhere").mkdir()
     assert prepare_scheduled(_loaded(absent)).spec.model.from_ is None
     assert not (tmp_path / "elsewhere" / "none.db").exists()
+
+
+def test_evaluating_a_missing_version_stops_before_any_silo_starts(
+    store: tuple[str, str], tmp_path: Path, capsys
+) -> None:
+    from tests.conftest import example_pipeline_text
+
+    pipeline = tmp_path / "pipeline.toml"
+    pipeline.write_text(
+        example_pipeline_text(registered_model='"m"').replace("sqlite:///mlruns.db", store[0])
+    )
+    code = main(["evaluate", str(pipeline), "--model", "models:/m/5", "--against", "models:/m@champion"])
+    err = capsys.readouterr().err
+    assert code == 2 and "m has no version 5; its versions: 1, 2" in err and "Traceback" not in err
