@@ -78,10 +78,12 @@ def silo_specs(
     key_backup: Callable[[str], str] | None = None,
     resume: bool = False,
     dp_state: Callable[[str], str] | None = None,
+    warm_start: tuple[str, str] | None = None,
 ) -> list[SiloSpec]:
     """``key_backup(silo)``: where that silo keeps a copy of the run's HE key (checkpointed
     runs). ``resume``: silos read the key from there instead of receiving a fresh one.
-    ``dp_state(silo)``: where that silo keeps its privacy accountant (DP runs)."""
+    ``dp_state(silo)``: where that silo keeps its privacy accountant (DP runs).
+    ``warm_start``: (resolved ``models:/NAME/VERSION``, tracking URI) of the initial model."""
     spec = loaded.spec
     data = data_spec(loaded)
     model = ModelSpec(kind=spec.model.kind, hidden=tuple(spec.model.hidden))
@@ -102,6 +104,8 @@ def silo_specs(
                 seed=spec.training.seed,
                 dp=dp_config(loaded),
                 dp_state_path=dp_state(s.name) if dp_state and spec.privacy.dp != "off" else None,
+                initial_model=warm_start[0] if warm_start else None,
+                tracking_uri=warm_start[1] if warm_start else None,
             )
         )
     return specs

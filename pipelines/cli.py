@@ -4,6 +4,7 @@ fedsilo run                                  # bundled example: 4 hospitals, loc
 fedsilo run PIPELINE --summary-json out.json --rounds 5
 fedsilo run PIPELINE --address 127.0.0.1:6379
 fedsilo validate PIPELINE                    # schema and every silo's data, no training
+fedsilo evaluate|promote|review ...          # the model lifecycle (pipelines/lifecycle_cli.py)
 fedsilo schedule | export kuberay | submit   # see pipelines/ops_cli.py
 """
 
@@ -22,9 +23,10 @@ from rich.table import Table
 
 from orchestrator.errors import FederationError, SchemaMismatch
 from orchestrator.schema import agree
-from pipelines import build, ops_cli
+from pipelines import build, lifecycle_cli, ops_cli
 from pipelines.checkpoint import CheckpointError
 from pipelines.privacy_report import delta_problems, training_rows_estimate
+from pipelines.registry import RegistryError
 from pipelines.spec import LoadedPipeline, PipelineError, bundled_example, load_pipeline
 from pipelines.tracking import TrackingError
 from privacy.codec import CodecError
@@ -46,9 +48,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--rounds", type=int, help="override the pipeline's number of rounds")
     run.add_argument("--resume", metavar="RUN_ID", help="continue a run from its last checkpoint")
     run.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra MLflow run tag")
+    run.add_argument(
+        "--from-champion",
+        action="store_true",
+        help="warm-start from @champion when it exists (scheduled runs)",
+    )
 
     validate = commands.add_parser("validate", help="check a pipeline and every silo's data")
     validate.add_argument("pipeline", type=Path)
+
+    lifecycle_cli.add_commands(commands)  # evaluate, promote, review
 
     keys = commands.add_parser("keys", help="homomorphic-encryption keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -120,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             validate(load_pipeline(args.pipeline), console)
             return 0
+        if args.command in lifecycle_cli.COMMANDS:
+            return lifecycle_cli.run_command(args, console, err_console)
         if args.command == "keys":
             keys_init(load_pipeline(args.pipeline), args.out, console)
             return 0
@@ -131,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         path = args.pipeline or bundled_example()
         loaded = load_pipeline(path)
+        if args.from_champion:
+            from pipelines.warmstart import with_champion_warm_start
+
+            loaded = with_champion_warm_start(loaded)
         if args.rounds is not None and args.rounds < 1:
             raise PipelineError(path, ["--rounds must be at least 1"])
         bad_tags = [t for t in args.tag if "=" not in t]
@@ -154,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CodecError, CheckpointError) as err:
         err_console.print(f"[red]error:[/] {err}", highlight=False)
         return EXIT_INPUT
+    except RegistryError as err:  # `fedsilo run`: [model] from, an unreachable tracking server
+        err_console.print(f"[red]error:[/] {err}", highlight=False)
+        return err.exit_code
     except TrackingError as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         return EXIT_FEDERATION

@@ -76,7 +76,14 @@ class Federation:
     """The actors of one run. The orchestrator can be replaced (it died, or the run resumes)
     from the last state: silos keep or reload the run's HE key, and set-up runs again."""
 
-    def __init__(self, loaded: LoadedPipeline, run_id: str, checkpoints: Path, resume: bool) -> None:
+    def __init__(
+        self,
+        loaded: LoadedPipeline,
+        run_id: str,
+        checkpoints: Path,
+        resume: bool,
+        warm_start: tuple[str, str] | None = None,  # see build.silo_specs
+    ) -> None:
         spec = loaded.spec
         self._loaded = loaded
         self._namespace = ray.get_runtime_context().namespace
@@ -89,7 +96,7 @@ class Federation:
         def dp_state(silo: str) -> str:
             return checkpoint.privacy_state_path(checkpoints, run_id, silo)
 
-        specs = build.silo_specs(loaded, backup, resume, dp_state)
+        specs = build.silo_specs(loaded, backup, resume, dp_state=dp_state, warm_start=warm_start)
         self.silos: dict[str, Any] = {
             s.name: silo_cls.options(
                 name=f"silo:{s.name}",

@@ -82,7 +82,7 @@ def _worker_group(loaded: LoadedPipeline, silo: SiloSection, image: str) -> dict
 
 def _job_spec(loaded: LoadedPipeline, image: str, config_map: str, ray_version: str) -> dict[str, Any]:
     pipeline_file = PIPELINE_DIR / "pipeline.toml"
-    entrypoint = f"fedsilo run {pipeline_file} --address auto --tag fedsilo.trigger=kuberay"
+    entrypoint = f"fedsilo run {pipeline_file} --address auto --tag fedsilo.trigger=kuberay --from-champion"
     mount: dict[str, Any] = {"name": "pipeline", "mountPath": str(pipeline_file), "subPath": "pipeline.toml"}
     mount["readOnly"] = True
     head = {

@@ -20,10 +20,13 @@ from orchestrator.metrics import GlobalEval
 from orchestrator.records import OrchestratorState, SetupReport
 from pipelines import checkpoint, federation
 from pipelines.console import round_progress, setup_table, summary_table
+from pipelines.lineage import lifecycle_card, lifecycle_version_tags
 from pipelines.privacy_report import delta_problems, privacy_tags
+from pipelines.registry import check_reachable
 from pipelines.report import RunSummary, metrics_figure, model_card
 from pipelines.spec import LoadedPipeline, PipelineError
 from pipelines.tracking import RunTracker, check_tracking_server, resolve_tracking_uri
+from pipelines.warmstart import resolve_warm_start
 from silo.messages import PublishRequest
 
 logger = logging.getLogger(__name__)
@@ -68,9 +71,11 @@ def run_federation(
     checkpoints = Path(spec.tracking.checkpoints).expanduser().resolve()
     resumed = checkpoint.load(checkpoints, options.resume) if options.resume else None
     tracking_uri = resolve_tracking_uri(spec.tracking.mlflow_uri)
-    check_tracking_server(tracking_uri)  # fail in seconds, before any training, naming the URI
+    check_reachable(tracking_uri)  # TCP, with retries and backoff: seconds, not MLflow's minutes
+    check_tracking_server(tracking_uri)  # and it is an MLflow server: /health answers
     if resumed is not None:
         _check_resumable(tracking_uri, resumed, rounds)
+    warm = resolve_warm_start(loaded, tracking_uri) if resumed is None else None
     started_ray = federation.start_ray(spec.name, options.address, options.log_to_driver)
     tracker = RunTracker(
         tracking_uri, spec.experiment, f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}", run_id=options.resume
@@ -99,7 +104,13 @@ def run_federation(
             + f", HE {spec.privacy.he}, MLflow run {tracker.run_id} at {tracking_uri}"
         )
         setup_start = time.perf_counter()
-        actors = federation.Federation(loaded, tracker.run_id, checkpoints, resume=resumed is not None)
+        if warm is not None:
+            tracker.set_tags({"fedsilo.warm_start": warm.describe()})
+            console.print(f"warm start from {warm.describe()}")
+        actors = federation.Federation(
+            loaded, tracker.run_id, checkpoints, resume=resumed is not None,
+            warm_start=(warm.uri, tracking_uri) if warm else None,
+        )  # fmt: skip
         known = _known_key(resumed.orchestrator) if resumed else None
         with console.status("setting up: reading silo data, exchanging keys, federated statistics"):
             setup: SetupReport = actors.start_orchestrator(known)
@@ -184,6 +195,7 @@ def run_federation(
                     "fedsilo.he": spec.privacy.he,
                     "fedsilo.dp": spec.privacy.dp,
                     **privacy,
+                    **lifecycle_version_tags(setup, warm),
                 },
             )
             published = federation.get(actors.orchestrator.publish.remote(spec.publisher, request))
@@ -194,7 +206,7 @@ def run_federation(
             "alias": published.alias,
         }
         summary.wall_seconds = time.perf_counter() - wall
-        tracker.log_text(model_card(loaded, setup, summary), "model_card.md")
+        tracker.log_text(model_card(loaded, setup, summary) + lifecycle_card(setup, warm), "model_card.md")
         tracker.log_dict(summary.to_dict(), "summary.json")
         console.print(summary_table(summary))
         console.print(

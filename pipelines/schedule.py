@@ -38,11 +38,11 @@ Launch = Callable[[LoadedPipeline, dict[str, str]], str]
 
 
 def prepare_scheduled(loaded: LoadedPipeline) -> LoadedPipeline:
-    """The pipeline a scheduled run trains.
+    """The pipeline a scheduled run trains: warm-started from the registry's ``@champion``
+    when there is one and the pipeline names no ``[model] from`` of its own (else unchanged)."""
+    from pipelines.warmstart import with_champion_warm_start
 
-    TODO(issue 6, item 1): warm-start from the registry's ``@champion`` by default once
-    ``[model] from`` exists (set it here unless the pipeline names its own start)."""
-    return loaded
+    return with_champion_warm_start(loaded)
 
 
 def schedule_of(loaded: LoadedPipeline) -> ScheduleSection:

@@ -21,8 +21,20 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     kind: str = "logistic"  # logistic | mlp | "package.module:factory"
     hidden: list[int] = Field(default_factory=lambda: [32], min_length=1)
+    # Warm start: round 1 starts from this registered model ("models:/NAME@ALIAS" or
+    # "models:/NAME/VERSION"), resolved to a version when the run starts (pipelines/warmstart.py).
+    from_: str | None = Field(None, alias="from")
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^models:/[^/@]+(@[A-Za-z0-9_-]+|/\d+)$", value):
+            raise ValueError("use 'models:/NAME@ALIAS' (e.g. @champion) or 'models:/NAME/VERSION'")
+        return value
 
     @field_validator("kind")
     @classmethod
@@ -412,7 +424,7 @@ def bundled_example() -> Path:
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
     """Nested pipeline -> {"training.lr": "0.05", "silos.0.name": "cleveland", ...}."""
     if isinstance(value, BaseModel):
-        value = value.model_dump()
+        value = value.model_dump(by_alias=True)
     if isinstance(value, dict):
         out: dict[str, str] = {}
         for key, item in value.items():

@@ -182,6 +182,9 @@ class RunTracker:
         tags["fedsilo.model_parameters"] = str(report.n_parameters)
         tags["fedsilo.devices"] = ",".join(f"{r.silo}={r.device}" for r in report.ready)
         tags["fedsilo.nodes"] = ",".join(f"{r.silo}={r.node}" for r in report.ready)
+        for r in report.ready:  # data versions: what each silo trained on (hash and count, never rows)
+            tags[f"data/{r.silo}/sha256"] = r.data_sha256
+            tags[f"data/{r.silo}/rows"] = str(r.data_rows)
         self._mlflow.set_tags(tags)
         metrics = {
             "setup/seconds": seconds,

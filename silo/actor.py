@@ -43,8 +43,10 @@ from silo.data import (
     labels,
     prepare_frame,
     read_table,
+    resolve_features,
     split_indices,
 )
+from silo.fingerprint import DataVersion, fingerprint
 from silo.messages import (
     Evaluation,
     FitConfig,
@@ -125,6 +127,8 @@ class SiloWorker:
         self._dropped = 0
         self._sums: np.ndarray | None = None
         self._pre: Preprocessor | None = None
+        self._data_version = DataVersion("", 0)
+        self._warm_note = ""
         self.device = _pick_device()
         self._c_global: np.ndarray | None = None  # SCAFFOLD: c, from the last global payload
         self._c_local: np.ndarray | None = None  # SCAFFOLD: c_i (zeros after a restart)
@@ -217,6 +221,7 @@ class SiloWorker:
         spec = self.spec.data
         frame = apply_missing_policy(self._raw, schema, spec.missing)
         self._dropped = len(self._raw) - len(frame)
+        self._data_version = fingerprint(frame, (*schema.features, spec.target))
         y = labels(spec, frame[spec.target]).to_numpy()
         if len(frame) < 2 or len(set(y)) < 2:
             raise DataError(
@@ -253,8 +258,10 @@ class SiloWorker:
         self._x_val = self._pre.transform(self._val_frame)
         self._y_val = self._pre.encode_target(self._val_frame[target])
         self._model = build_model(spec.model, self._schema.n_inputs, self._schema.n_outputs, spec.seed)
-        self._model.to(self.device)
         self._initial = get_flat(self._model)
+        if spec.initial_model is not None:
+            self._warm_start(spec.initial_model)
+        self._model.to(self.device)
         return SiloReady(
             self.name,
             len(self._y_train),
@@ -264,7 +271,20 @@ class SiloWorker:
             count_parameters(self._model),
             str(self.device),
             _node_name(),
+            self._data_version.sha256,
+            self._data_version.rows,
+            self._warm_note,
         )
+
+    def _warm_start(self, model_uri: str) -> None:
+        """The registered model's weights (rebased to this run's preprocessing) as round 1's model."""
+        from silo.registered import fetch, warm_start_weights
+
+        assert self._pre is not None and self.spec.tracking_uri is not None
+        registered = fetch(self.spec.tracking_uri, model_uri)
+        self._initial, note = warm_start_weights(registered, self._model, self._pre)
+        set_flat(self._model, self._initial)
+        self._warm_note = f"{model_uri}: {note}"
 
     def rejoin(self, schema: AgreedSchema, sums: Payload, squares: Payload) -> SiloReady:
         """After a restart: the same split and preprocessing from the federation's stored sums."""
@@ -393,6 +413,17 @@ class SiloWorker:
     def evaluate(self, payload: Payload | None) -> Evaluation:
         self._load_global(payload)
         return self._evaluate()
+
+    def score_models(self, model_uris: tuple[str, ...], tracking_uri: str) -> dict[str, Evaluation]:
+        """Score registered models on this silo's held-out rows (the training split's
+        validation rows); only sums come back. `describe` must have loaded the data."""
+        from silo.registered import fetch, score, validation_rows
+
+        if self._raw is None:
+            raise DataError(f"silo {self.name!r}: describe() has not loaded valid data")
+        features = resolve_features(self.spec.data, list(self._raw.columns))
+        rows = validation_rows(self._raw, features, self.spec.data)
+        return {uri: score(fetch(tracking_uri, uri), rows, self.name) for uri in model_uris}
 
     def publish(self, payload: Payload, request: PublishRequest) -> PublishedModel:
         """Decrypt the final global model here and register it in MLflow."""

@@ -54,3 +54,7 @@ class SiloSpec:
     # Where this silo keeps its privacy accountant (on its own node), so that a restarted silo
     # or a resumed run goes on from the epsilon already spent. None: kept in memory only.
     dp_state_path: str | None = None
+    # Warm start: a resolved ``models:/NAME/VERSION`` whose weights are the initial model,
+    # read from ``tracking_uri`` on the silo's node. None: the seeded initial model.
+    initial_model: str | None = None
+    tracking_uri: str | None = None

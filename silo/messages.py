@@ -115,6 +115,9 @@ class SiloReady:
     n_parameters: int
     device: str
     node: str = ""  # the Ray node it runs on (its organization's, when pinned)
+    data_sha256: str = ""  # data version: hash of the rows it trains and validates on
+    data_rows: int = 0
+    warm_start: str = ""  # how a registered model became the initial model ("" when cold)
 
 
 @dataclass(frozen=True)

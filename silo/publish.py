@@ -11,12 +11,16 @@ import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from silo.inference import predict_frame
 from silo.messages import PublishedModel, PublishRequest
+from silo.models import get_flat
 from silo.preprocess import Preprocessor
+from silo.registered import WEIGHTS
+from silo.retry import retry_transient
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +38,6 @@ def export_program(model: nn.Module, n_inputs: int, path: Path) -> None:
 def publish_model(model: nn.Module, pre: Preprocessor, request: PublishRequest) -> PublishedModel:
     import mlflow
     from mlflow.models import ModelSignature, infer_signature
-    from mlflow.tracking import MlflowClient
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
     mlflow.set_tracking_uri(request.tracking_uri)
@@ -55,21 +58,65 @@ def publish_model(model: nn.Module, pre: Preprocessor, request: PublishRequest) 
         export_program(model, len(pre.output_names), program)
         preprocessing = Path(tmp) / "preprocessing.json"
         preprocessing.write_text(pre.to_json())
+        weights = Path(tmp) / WEIGHTS  # for warm starts: `set_flat` on a freshly built model
+        np.save(weights, get_flat(model))
         with mlflow.start_run(run_id=request.run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(SILO_DIR / "serving.py"),
-                artifacts={"program": str(program), "preprocessing": str(preprocessing)},
-                code_paths=[str(SILO_DIR)],
-                signature=signature,
-                input_example=example,
-                pip_requirements=requirements,
-                registered_model_name=request.registered_model,
-            )
-    version = str(info.registered_model_version)
-    client = MlflowClient(request.tracking_uri)
-    client.set_registered_model_alias(request.registered_model, request.alias, version)
-    for key, value in request.version_tags.items():
-        client.set_model_version_tag(request.registered_model, version, key, value)
+            info = retry_transient(
+                lambda: mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(SILO_DIR / "serving.py"),
+                    artifacts={"program": str(program), "preprocessing": str(preprocessing),
+                               "weights": str(weights)},
+                    code_paths=[str(SILO_DIR)],
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=requirements,
+                ),
+                "logging the model",
+                request.tracking_uri,
+            )  # fmt: skip
+    version = register_version(request, info.model_uri)
     logger.info("registered %s version %s as @%s", request.registered_model, version, request.alias)
-    return PublishedModel(request.registered_model, version, request.alias, info.model_uri)
+    return PublishedModel(
+        request.registered_model, version, request.alias, f"models:/{request.registered_model}/{version}"
+    )
+
+
+def register_version(request: PublishRequest, model_uri: str) -> str:
+    """Register ``model_uri`` with its tags in one call, then set the alias; a version whose
+    alias cannot be set is deleted, so the registry never holds a half-registered version."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri, name = request.tracking_uri, request.registered_model
+    mlflow.set_tracking_uri(uri)
+    created = retry_transient(
+        lambda: mlflow.register_model(model_uri, name, tags=dict(request.version_tags)),
+        f"registering {name}",
+        uri,
+    )
+    version = str(created.version)
+    client = MlflowClient(uri)
+    try:
+        retry_transient(
+            lambda: client.set_registered_model_alias(name, request.alias, version),
+            f"setting @{request.alias} on {name} version {version}",
+            uri,
+        )
+    except Exception as err:
+        logger.error("%s version %s could not get @%s (%s); deleting it", name, version, request.alias, err)
+        try:
+            client.delete_model_version(name, version)
+        except Exception as cleanup:  # the registry is gone: say which version to remove
+            raise RegistryWriteError(
+                f"{name} version {version} was created but neither aliased nor deleted ({cleanup}); "
+                f"delete it by hand: {err}"
+            ) from err
+        raise RegistryWriteError(
+            f"could not set @{request.alias} on {name} version {version}, so the version was deleted: {err}"
+        ) from err
+    return version
+
+
+class RegistryWriteError(RuntimeError):
+    """Registering the model failed; no half-registered version is left behind."""

@@ -89,7 +89,13 @@ def evaluate(
     model.eval()
     xs = torch.from_numpy(x).to(device)
     ys = torch.from_numpy(y).to(device)
-    logits = model(xs)
+    return score_logits(model(xs), ys, binary, silo)
+
+
+@torch.no_grad()
+def score_logits(logits: torch.Tensor, ys: torch.Tensor, binary: bool, silo: str) -> Evaluation:
+    """Loss sum, correct count and (binary) score histograms of ``logits`` against labels ``ys``."""
+    y = ys.cpu().numpy()
     loss = float(_loss_fn(binary)(logits, _target(ys, binary)))
     if not binary:
         correct = int((logits.argmax(dim=1) == ys).sum())

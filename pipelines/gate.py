@@ -1,0 +1,198 @@
+"""The federated evaluation gate: challenger against champion, per silo and in aggregate.
+
+Pure maths on the sums silos return (`Evaluation`); `pipelines/evaluate.py` collects them,
+`pipelines/promote.py` applies the decision. The rule:
+
+- aggregate: the challenger is not worse than the champion on the chosen metric over every
+  silo's held-out rows together (delta >= 0, no tolerance);
+- per silo: on no silo is it worse by more than ``margin`` (delta >= -margin);
+- every silo must have scored both models (a silo that could not is a failed check).
+
+Deltas are signed so that positive means the challenger is better (loss: champion - challenger).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from orchestrator.metrics import GlobalEval, combine
+from silo.messages import Evaluation
+
+METRICS = ("accuracy", "auc", "loss")
+DEFAULT_METRIC = "accuracy"
+DEFAULT_MARGIN = 0.02
+TAG = "fedsilo.gate."
+EPS = 1e-9  # float noise in differences of ratios is not "worse"
+
+
+def value(result: GlobalEval, metric: str) -> float | None:
+    if metric == "accuracy":
+        return result.accuracy
+    if metric == "auc":
+        return result.auc
+    return result.loss
+
+
+def delta(metric: str, challenger: float | None, champion: float | None) -> float | None:
+    """Positive: the challenger is better."""
+    if challenger is None or champion is None:
+        return None
+    return champion - challenger if metric == "loss" else challenger - champion
+
+
+@dataclass(frozen=True)
+class SiloComparison:
+    silo: str
+    examples: int
+    challenger: GlobalEval | None  # None: the silo could not score the models
+    champion: GlobalEval | None
+    delta: float | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    passed: bool
+    reasons: tuple[str, ...]  # why it failed (empty when it passed)
+
+
+def decide(
+    aggregate_delta: float | None, deltas: Mapping[str, float | None], missing: Sequence[str], margin: float
+) -> Decision:
+    reasons = []
+    if aggregate_delta is None:
+        reasons.append("the aggregate metric could not be computed")
+    elif aggregate_delta < -EPS:
+        reasons.append(f"worse than the champion on the aggregate by {-aggregate_delta:.4f}")
+    for silo, d in deltas.items():
+        if d is None:
+            reasons.append(f"silo {silo}: metric undefined (a single class in its held-out rows?)")
+        elif d < -margin - EPS:
+            reasons.append(f"silo {silo}: worse by {-d:.4f}, more than the margin {margin:g}")
+    reasons += [f"silo {silo}: did not score the models" for silo in missing]
+    return Decision(not reasons, tuple(reasons))
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    challenger_version: str
+    champion_version: str
+    metric: str
+    margin: float
+    challenger: GlobalEval
+    champion: GlobalEval
+    silos: tuple[SiloComparison, ...]
+
+    @property
+    def aggregate_delta(self) -> float | None:
+        return delta(self.metric, value(self.challenger, self.metric), value(self.champion, self.metric))
+
+    @property
+    def missing(self) -> list[str]:
+        return [s.silo for s in self.silos if s.challenger is None]
+
+    @property
+    def deltas(self) -> dict[str, float | None]:
+        return {s.silo: s.delta for s in self.silos if s.challenger is not None}
+
+    def decision(self, margin: float | None = None) -> Decision:
+        return decide(
+            self.aggregate_delta, self.deltas, self.missing, self.margin if margin is None else margin
+        )
+
+
+def compare(
+    name: str,
+    versions: tuple[str, str],
+    scores: Mapping[str, tuple[Evaluation, Evaluation] | str],
+    metric: str,
+    margin: float,
+) -> GateResult:
+    """``scores``: silo -> (challenger's, champion's) evaluation, or the reason it has none."""
+    rows, ours, theirs = [], [], []
+    for silo, got in scores.items():
+        if isinstance(got, str):
+            rows.append(SiloComparison(silo, 0, None, None, None, got))
+            continue
+        mine, other = combine(0, [got[0]]), combine(0, [got[1]])
+        ours.append(got[0])
+        theirs.append(got[1])
+        d = delta(metric, value(mine, metric), value(other, metric))
+        rows.append(SiloComparison(silo, got[0].examples, mine, other, d))
+    return GateResult(name, versions[0], versions[1], metric, margin, combine(0, ours), combine(0, theirs),
+                      tuple(rows))  # fmt: skip
+
+
+def _metrics(result: GlobalEval | None) -> dict[str, float | None]:
+    if result is None:
+        return {"accuracy": None, "auc": None, "loss": None}
+    return {"accuracy": result.accuracy, "auc": result.auc, "loss": result.loss}
+
+
+def table_rows(result: GateResult) -> list[dict[str, object]]:
+    """One row per silo plus the aggregate: both models' metrics and the gate's delta."""
+
+    def row(silo: str, rows: int, ch: GlobalEval | None, champ: GlobalEval | None, d: float | None,
+            error: str) -> dict[str, object]:  # fmt: skip
+        return {"silo": silo, "rows": rows, "challenger": _metrics(ch), "champion": _metrics(champ),
+                "delta": d, "error": error}  # fmt: skip
+
+    rows = [row(s.silo, s.examples, s.challenger, s.champion, s.delta, s.error) for s in result.silos]
+    rows.append(row("aggregate", result.challenger.examples, result.challenger, result.champion,
+                    result.aggregate_delta, ""))  # fmt: skip
+    return rows
+
+
+def to_tags(result: GateResult, run_id: str, at: str) -> dict[str, str]:
+    """What promote needs, as tags on the challenger version (the table is in the run)."""
+    decision = result.decision()
+    return {
+        f"{TAG}against_version": result.champion_version,
+        f"{TAG}against": f"models:/{result.name}/{result.champion_version}",
+        f"{TAG}metric": result.metric,
+        f"{TAG}margin": repr(result.margin),
+        f"{TAG}aggregate_delta": repr(result.aggregate_delta),
+        f"{TAG}deltas": json.dumps(result.deltas, sort_keys=True),
+        f"{TAG}missing": ",".join(result.missing) or "-",
+        f"{TAG}passed": str(decision.passed).lower(),
+        f"{TAG}run_id": run_id,
+        f"{TAG}at": at,
+    }
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """A gate result read back from a version's tags."""
+
+    against_version: str
+    metric: str
+    margin: float
+    aggregate_delta: float | None
+    deltas: dict[str, float | None]
+    missing: tuple[str, ...]
+    passed: bool
+    run_id: str
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> GateRecord | None:
+        if f"{TAG}against_version" not in tags:
+            return None
+        aggregate = tags.get(f"{TAG}aggregate_delta", "None")
+        return cls(
+            against_version=tags[f"{TAG}against_version"],
+            metric=tags.get(f"{TAG}metric", DEFAULT_METRIC),
+            margin=float(tags.get(f"{TAG}margin", DEFAULT_MARGIN)),
+            aggregate_delta=None if aggregate == "None" else float(aggregate),
+            deltas=json.loads(tags.get(f"{TAG}deltas", "{}")),
+            missing=tuple(s for s in tags.get(f"{TAG}missing", "-").split(",") if s and s != "-"),
+            passed=tags.get(f"{TAG}passed") == "true",
+            run_id=tags.get(f"{TAG}run_id", ""),
+        )
+
+    def decision(self, margin: float | None = None) -> Decision:
+        return decide(
+            self.aggregate_delta, self.deltas, self.missing, self.margin if margin is None else margin
+        )
