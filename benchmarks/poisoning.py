@@ -8,10 +8,13 @@ Attacks, by a `SiloWorker` subclass made here (it trains honestly, then replaces
 
 The attacker is `long-beach` (160 training rows, a quarter of the federation's). Krum with
 4 silos can assume f = 0 only (it needs n > 2f + 2); multi-Krum averages the best m = 3;
-the clip_norm rule is FedAvg with ``--clip`` (0.1). Seven federations, about 5 minutes:
+the clip_norm rule is FedAvg with ``--clip`` (0.1). Median and trimmed mean are weighted by
+training rows (the default); median_uniform / trimmed_mean_uniform are the unweighted rules.
+Seven federations, about 5 minutes:
 
     .venv/bin/python benchmarks/poisoning.py --json poisoning.json       # flipped, every rule
     .venv/bin/python benchmarks/poisoning.py --attacks none scaled flipped  # and each rule unattacked
+    .venv/bin/python benchmarks/poisoning.py --attacks none flipped --rules median median_uniform
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ RULES: dict[str, tuple[str, str]] = {  # name: (strategy, [training] lines)
     "krum": ("krum", "byzantine = 0"),
     "multi_krum": ("multi_krum", "byzantine = 0\nmulti_krum_m = 3"),
     "clip_norm": ("fedavg", "clip_norm = {clip}"),
+    "median_uniform": ("median", 'robust_weighting = "uniform"'),
+    "trimmed_mean_uniform": ("trimmed_mean", 'trim_fraction = 0.25\nrobust_weighting = "uniform"'),
 }
 
 

@@ -1,14 +1,17 @@
 """Robust aggregation in plaintext mode (``privacy.he = "off"``): rules that must see single updates.
 
-Free functions for the maths, on the silos' models w_k (rows of a matrix): coordinate-wise
-median, trimmed mean, Krum / multi-Krum (Blanchard et al. 2017). All are translation
-invariant, so working on weights equals working on deltas w_k - w_global. `RobustSum` has
+Free functions for the maths, on the silos' models w_k (rows of a matrix) and their aggregation
+weights n_k: coordinate-wise median and trimmed mean (both n_k-weighted by default, like FedAvg;
+``robust_weighting = "uniform"`` gives the unweighted textbook rules), Krum / multi-Krum
+(Blanchard et al. 2017; Krum picks one silo's model, multi-Krum n_k-weights the ones it keeps).
+All are translation invariant, so working on weights equals working on deltas w_k - w_global. `RobustSum` has
 the interface of `privacy.aggregate.WeightedSum` (``add``, ``mean``) so the orchestrator
 drives both alike; it also rejects non-finite updates and, with ``clip_norm``, bounds
 ||w_k - w_global|| (privacy.clipping.clip_to_norm). Plain "mean" streams (one running sum).
 
     python -c "import numpy as np; from orchestrator.robust import median; \
 print(median(np.array([[0.0, 1.0], [1.0, 2.0], [100.0, -50.0]])))"   # [1. 1.]
+    # weights [1, 1, 5]: the heavy third silo decides, [100. -50.]
 """
 
 from __future__ import annotations
@@ -22,19 +25,47 @@ from privacy.codec import Codec, CodecError, Payload
 RULES = ("mean", "median", "trimmed_mean", "krum", "multi_krum")
 
 
-def median(updates: np.ndarray) -> np.ndarray:
-    """Coordinate-wise median (unweighted)."""
-    return np.asarray(np.median(updates, axis=0))
+def _uniform(n: int) -> np.ndarray:
+    return np.ones(n)
 
 
-def trimmed_mean(updates: np.ndarray, fraction: float) -> np.ndarray:
-    """Per coordinate: drop the floor(fraction * n) largest and smallest values, average the rest."""
+def median(updates: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Weighted coordinate-wise median: per coordinate, the value at which the cumulative weight
+    of the sorted values reaches half the total. Where it lands exactly on half (between two
+    values), the mean of those two, so equal weights give the ordinary median (``np.median``).
+    A silo with more than half the total weight decides every coordinate."""
+    n = len(updates)
+    w = _uniform(n) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != (n,) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"need {n} non-negative weights with a positive sum, got {w.tolist()}")
+    order = np.argsort(updates, axis=0, kind="stable")
+    ordered = np.take_along_axis(updates, order, axis=0)
+    cumulative = np.cumsum(w[order], axis=0)
+    half, tol = w.sum() / 2.0, 1e-12 * w.sum()
+    lower = np.argmax(cumulative >= half - tol, axis=0)  # first value reaching half the weight
+    upper = np.argmax(cumulative > half + tol, axis=0)  # first value passing it
+    low = np.take_along_axis(ordered, lower[None, ...], axis=0)[0]
+    high = np.take_along_axis(ordered, upper[None, ...], axis=0)[0]
+    return np.asarray((low + high) / 2.0)
+
+
+def trimmed_mean(updates: np.ndarray, fraction: float, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per coordinate: drop the k = floor(fraction * n) largest and smallest values, then the
+    weighted mean of the rest (each value keeps its silo's weight). The trim counts silos, not
+    weight, so k attackers are cut whatever weight they claim; equal weights give the ordinary
+    trimmed mean."""
     n = len(updates)
     cut = int(np.floor(fraction * n))
     if 2 * cut >= n:
         raise ValueError(f"trim fraction {fraction} leaves nothing of {n} updates")
-    ordered = np.sort(updates, axis=0)
-    return np.asarray(ordered[cut : n - cut].mean(axis=0))
+    w = _uniform(n) if weights is None else np.asarray(weights, dtype=float)
+    order = np.argsort(updates, axis=0, kind="stable")[cut : n - cut]
+    kept = np.take_along_axis(updates, order, axis=0)
+    kept_w = w[order]
+    total = kept_w.sum(axis=0)
+    if np.any(total <= 0):
+        raise ValueError("the values kept after trimming have zero total weight")
+    return np.asarray((kept * kept_w).sum(axis=0) / total)
 
 
 def krum_scores(updates: np.ndarray, byzantine: int) -> np.ndarray:
@@ -69,14 +100,20 @@ def combine(
     trim_fraction: float = 0.25,
     byzantine: int = 0,
     multi_krum_m: int | None = None,
+    robust_weighting: str = "examples",
 ) -> np.ndarray:
-    """One rule over the rows of ``updates`` (models w_k) with aggregation ``weights`` (n_k)."""
+    """One rule over the rows of ``updates`` (models w_k) with aggregation ``weights`` (n_k).
+    ``robust_weighting = "uniform"`` gives median and trimmed mean equal weights (the textbook,
+    unweighted rules); "examples" (default) weights them by n_k like FedAvg."""
+    if robust_weighting not in ("examples", "uniform"):
+        raise ValueError(f"robust_weighting must be 'examples' or 'uniform', got {robust_weighting!r}")
+    rank_weights = weights if robust_weighting == "examples" else None
     if rule == "mean":
         return np.asarray((updates * weights[:, None]).sum(axis=0) / weights.sum())
     if rule == "median":
-        return median(updates)
+        return median(updates, rank_weights)
     if rule == "trimmed_mean":
-        return trimmed_mean(updates, trim_fraction)
+        return trimmed_mean(updates, trim_fraction, rank_weights)
     if rule == "krum":
         return krum(updates, byzantine)
     if rule == "multi_krum":
@@ -93,7 +130,7 @@ class RobustSum:
         rule: str = "mean",
         reference: np.ndarray | None = None,
         clip_norm: float = 0.0,
-        **params: float | int | None,
+        **params: float | int | str | None,
     ) -> None:
         if codec.name != "off":
             raise ValueError(f"rule {rule!r} needs plaintext updates; codec {codec.name!r} hides them")

@@ -88,7 +88,7 @@ class FedAvg:
     def payload_length(self, n_parameters: int) -> int:
         return n_parameters
 
-    def _rule(self) -> tuple[str, dict[str, float | int | None]]:
+    def _rule(self) -> tuple[str, dict[str, float | int | str | None]]:
         return "mean", {}
 
     def aggregator(self, codec: Codec, reference: np.ndarray | None = None) -> Aggregator:
@@ -148,10 +148,12 @@ class Robust(FedAvg):
     trim_fraction: float = 0.25
     byzantine: int = 0  # f: Krum's assumed number of Byzantine silos
     multi_krum_m: int | None = None  # multi-Krum averages this many (default n - f)
+    robust_weighting: str = "examples"  # median / trimmed mean: n_k-weighted, or "uniform"
 
-    def _rule(self) -> tuple[str, dict[str, float | int | None]]:
-        params: dict[str, float | int | None] = {"trim_fraction": self.trim_fraction}
+    def _rule(self) -> tuple[str, dict[str, float | int | str | None]]:
+        params: dict[str, float | int | str | None] = {"trim_fraction": self.trim_fraction}
         params.update(byzantine=self.byzantine, multi_krum_m=self.multi_krum_m)
+        params["robust_weighting"] = self.robust_weighting
         return self.name, params
 
     def aggregator(self, codec: Codec, reference: np.ndarray | None = None) -> Aggregator:

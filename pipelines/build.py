@@ -130,6 +130,7 @@ def strategy(loaded: LoadedPipeline) -> Strategy:
         params.update(server_lr=t.server_lr, beta1=t.beta1, beta2=t.beta2, tau=t.tau)
     if t.strategy in ("median", "trimmed_mean", "krum", "multi_krum"):
         params.update(trim_fraction=t.trim_fraction, byzantine=t.byzantine, multi_krum_m=t.multi_krum_m)
+        params["robust_weighting"] = t.robust_weighting
     return make_strategy(t.strategy, **params)
 
 

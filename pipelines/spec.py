@@ -106,6 +106,8 @@ class TrainingSection(_Section):
     trim_fraction: float = Field(0.25, ge=0, lt=0.5)  # trimmed_mean: cut this share at each end
     byzantine: int = Field(0, ge=0)  # krum / multi_krum: f, the Byzantine silos tolerated
     multi_krum_m: int | None = Field(None, ge=1)  # multi_krum: average this many (default n - f)
+    # median / trimmed_mean: weight each silo by its rows n_k like FedAvg, or equally ("uniform").
+    robust_weighting: Literal["examples", "uniform"] = "examples"
     clip_norm: float | None = Field(None, gt=0)  # bound on ||w_k - w_global||_2
 
 

@@ -25,6 +25,78 @@ def test_median_and_trimmed_mean_of_known_rows() -> None:
         trimmed_mean(rows[:2], 0.5)
 
 
+def test_weighted_median_by_hand() -> None:
+    rows = np.array([[0.0, 10.0], [1.0, 20.0], [2.0, 30.0], [3.0, -5.0]])
+    assert median(rows, np.array([1.0, 1.0, 1.0, 10.0])).tolist() == [3.0, -5.0]  # the heavy silo
+    assert median(rows, np.array([1.0, 10.0, 1.0, 1.0])).tolist() == [1.0, 20.0]
+    assert median(rows, np.ones(4)).tolist() == [1.5, 15.0] == median(rows).tolist()  # ordinary median
+    # weights 1, 1, 2 over 0, 1, 5: the cumulative weight lands exactly on half (2) at 1 -> mean of 1 and 5
+    assert median(np.array([[0.0], [1.0], [5.0]]), np.array([1.0, 1.0, 2.0])).tolist() == [3.0]
+    with pytest.raises(ValueError, match="non-negative weights"):
+        median(rows, np.array([1.0, -1.0, 1.0, 1.0]))
+
+
+def test_weighted_trimmed_mean_trims_by_count_then_weights_the_rest() -> None:
+    rows = np.array([[0.0], [1.0], [2.0], [100.0]])
+    assert trimmed_mean(rows, 0.25, np.array([1.0, 1.0, 3.0, 1.0])).tolist() == [1.75]  # (1 + 3 * 2) / 4
+    # the outlier claims almost all the weight and is still cut: the trim counts silos, not weight
+    assert trimmed_mean(rows, 0.25, np.array([1.0, 1.0, 1.0, 1e6])).tolist() == [1.5]
+    assert trimmed_mean(rows, 0.25, np.ones(4)).tolist() == trimmed_mean(rows, 0.25).tolist()
+
+
+def test_combine_weights_median_and_trimmed_mean_unless_uniform() -> None:
+    rows = np.array([[0.0], [1.0], [2.0], [3.0]])
+    heavy = np.array([1.0, 1.0, 1.0, 10.0])
+    assert combine("median", rows, heavy).tolist() == [3.0]
+    assert combine("median", rows, heavy, robust_weighting="uniform").tolist() == [1.5]
+    assert combine("trimmed_mean", rows, np.array([1.0, 3.0, 1.0, 1.0])).tolist() == [1.25]
+    assert combine("trimmed_mean", rows, heavy, robust_weighting="uniform").tolist() == [1.5]
+    with pytest.raises(ValueError, match="robust_weighting"):
+        combine("median", rows, heavy, robust_weighting="rows")
+
+
+_ROWS = arrays(np.float64, st.tuples(st.integers(1, 7), st.integers(1, 4)), elements=st.floats(-1e3, 1e3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(_ROWS, st.data())
+def test_weighted_rules_stay_within_the_per_coordinate_range(rows: np.ndarray, data: st.DataObject) -> None:
+    n = len(rows)
+    weights = np.array(data.draw(st.lists(st.floats(0.01, 1e3), min_size=n, max_size=n)))
+    low, high = rows.min(axis=0) - 1e-9, rows.max(axis=0) + 1e-9
+    fraction = data.draw(st.floats(0.0, 0.49))
+    results = [median(rows, weights)]
+    if 2 * int(np.floor(fraction * n)) < n:
+        results.append(trimmed_mean(rows, fraction, weights))
+    for result in results:
+        assert np.all(result >= low) and np.all(result <= high)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_ROWS, st.data())
+def test_a_silo_with_more_than_half_the_weight_decides_the_weighted_median(
+    rows: np.ndarray, data: st.DataObject
+) -> None:
+    n = len(rows)
+    others = np.array(data.draw(st.lists(st.floats(0.0, 1e3), min_size=n, max_size=n)))
+    heavy = data.draw(st.integers(0, n - 1))
+    others[heavy] = 0.0
+    weights = others.copy()
+    weights[heavy] = others.sum() * data.draw(st.floats(1.01, 100.0)) + 1e-3  # > half of the total
+    assert median(rows, weights).tolist() == rows[heavy].tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(_ROWS, st.floats(0.01, 1e3))
+def test_equal_weights_give_the_ordinary_median_and_trimmed_mean(rows: np.ndarray, weight: float) -> None:
+    n = len(rows)
+    weights = np.full(n, weight)
+    assert median(rows, weights) == pytest.approx(np.median(rows, axis=0), abs=1e-9)
+    cut = n // 4 if 2 * (n // 4) < n else 0
+    expected = np.sort(rows, axis=0)[cut : n - cut].mean(axis=0)
+    assert trimmed_mean(rows, 0.25, weights) == pytest.approx(expected, abs=1e-9)
+
+
 def test_krum_scores_by_hand_and_picks_an_honest_update() -> None:
     rows = np.array([[0.0], [1.0], [3.0], [10.0]])
     # f = 0, n = 4: each row's 2 nearest others. 0:{1,3}->1+9; 1:{0,2}->1+4; 2:{1,0}->4+9; 10:{3,1}->49+81
@@ -42,11 +114,13 @@ def test_multi_krum_averages_the_best_scored_with_their_weights() -> None:
     assert combine("multi_krum", ATTACKED, weights, byzantine=1) == pytest.approx(expected)  # m = n - f
 
 
+# Multiples of 1/8: shifting them is exact, so rounding cannot merge two values into a tie (which
+# silo of a tie is trimmed matters once the silos have different weights).
+_EXACT = st.integers(-8000, 8000).map(lambda v: v / 8)
+
+
 @settings(max_examples=40, deadline=None)
-@given(
-    arrays(np.float64, (5, 3), elements=st.floats(-1e3, 1e3)),
-    arrays(np.float64, 3, elements=st.floats(-1e3, 1e3)),
-)
+@given(arrays(np.float64, (5, 3), elements=_EXACT), arrays(np.float64, 3, elements=_EXACT))
 def test_rules_are_translation_invariant_so_weights_equal_deltas(rows: np.ndarray, shift: np.ndarray) -> None:
     weights = np.arange(1.0, 6.0)
     for rule in ("median", "trimmed_mean", "multi_krum"):
@@ -86,10 +160,14 @@ def test_robust_sum_rejects_non_finite_updates_and_clips_around_the_reference() 
 
 def test_robust_sum_median_ignores_a_scaled_update() -> None:
     codec = PlainCodec()
-    running = RobustSum(codec, "median")
+    weighted, uniform = RobustSum(codec, "median"), RobustSum(codec, "median", robust_weighting="uniform")
     for i, row in enumerate(ATTACKED):
-        running.add(_item(codec, list(row), 10.0 + i, f"t{i}"))
-    assert codec.decode(running.mean()) == pytest.approx(np.median(ATTACKED, axis=0))
+        weighted.add(_item(codec, list(row), 10.0 + i, f"t{i}"))
+        uniform.add(_item(codec, list(row), 10.0 + i, f"u{i}"))
+    # weights 10, 11, 12, 13 (half: 23). Column 0 sorted 0.8 (12), 1.0 (10), 1.2 (11), 100 (13):
+    # cumulative 12, 22, 33 -> 1.2. Column 1 sorted -100 (13), 1.8 (11), ...: cumulative 13, 24 -> 1.8.
+    assert codec.decode(weighted.mean()) == pytest.approx([1.2, 1.8])
+    assert codec.decode(uniform.mean()) == pytest.approx(np.median(ATTACKED, axis=0))
 
 
 def test_robust_sum_refuses_an_encrypted_codec() -> None:

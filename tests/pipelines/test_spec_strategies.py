@@ -69,3 +69,13 @@ def test_strategies_are_built_with_their_hyper_parameters_and_flower_defaults() 
     assert scaffold.configure_fit(1).scaffold
     krum = strategy(parse_pipeline(_text('strategy = "multi_krum"\nmulti_krum_m = 2'), Path("p.toml")))
     assert isinstance(krum, Robust) and krum.multi_krum_m == 2 and krum.server_opt is None
+
+
+def test_median_and_trimmed_mean_are_row_weighted_unless_uniform() -> None:
+    weighted = strategy(parse_pipeline(_text('strategy = "median"'), Path("p.toml")))
+    assert isinstance(weighted, Robust) and weighted.robust_weighting == "examples"
+    uniform = strategy(
+        parse_pipeline(_text('strategy = "trimmed_mean"\nrobust_weighting = "uniform"'), Path("p.toml"))
+    )
+    assert isinstance(uniform, Robust) and uniform.robust_weighting == "uniform"
+    assert "robust_weighting" in _problems(_text('strategy = "median"\nrobust_weighting = "rows"'))[0]
