@@ -28,7 +28,6 @@ from pipelines.checkpoint import CheckpointError
 from pipelines.privacy_report import delta_problems, training_rows_estimate
 from pipelines.registry import RegistryError
 from pipelines.spec import LoadedPipeline, PipelineError, bundled_example, load_pipeline
-from pipelines.tracking import TrackingError
 from privacy.codec import CodecError
 from silo.data import inspect_table
 
@@ -170,11 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(f"[red]error:[/] {err}", highlight=False)
         return EXIT_INPUT
     except RegistryError as err:  # `fedsilo run`: [model] from, an unreachable tracking server
-        err_console.print(f"[red]error:[/] {err}", highlight=False)
-        return err.exit_code
-    except TrackingError as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
-        return EXIT_FEDERATION
+        return err.exit_code
     except FederationError as err:
         err_console.print(f"[red]federation stopped:[/] {err}", highlight=False)
         return EXIT_FEDERATION

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,26 +78,38 @@ def default_tracking_uri() -> str:
 
 
 def check_reachable(uri: str, attempts: int = ATTEMPTS, first_delay_s: float = FIRST_DELAY_S) -> None:
-    """An http(s) tracking server must accept a TCP connection (with retries and backoff);
-    a sqlite store's folder must exist. Raises `RegistryError` naming the URI."""
+    """An http(s) tracking server must answer MLflow's /health (with retries and backoff; seconds,
+    not MLflow's own minutes of retries); a sqlite store's folder must exist. Raises
+    `RegistryError` naming the URI."""
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        import requests
+
         delay = first_delay_s
         for attempt in range(1, attempts + 1):
             try:
-                socket.create_connection((parsed.hostname or "localhost", port), timeout=3).close()
-                return
-            except OSError as err:
+                response = requests.get(uri.rstrip("/") + "/health", timeout=3)
+            except requests.RequestException as err:
+                reason = type(err).__name__ if not str(err) else str(err).split(":")[-1].strip(" )'\"")
                 if attempt == attempts:
                     raise RegistryError(
-                        f"the MLflow tracking server at {uri} is unreachable ({err.strerror or err}) after "
-                        f"{attempts} attempts with backoff; start it (infra/README.md) or fix the URI",
+                        f"cannot reach the MLflow tracking server at {uri} ({reason}) after {attempts} "
+                        "attempts with backoff ([tracking] mlflow_uri, --tracking-uri or "
+                        "MLFLOW_TRACKING_URI); start one with infra/mlflow-server.sh (infra/README.md), "
+                        "or use a sqlite:/// store",
                         exit_code=1,
                     ) from None
-                logger.warning("MLflow at %s unreachable (%s); retrying in %.1f s", uri, err, delay)
+                logger.warning("MLflow at %s unreachable (%s); retrying in %.1f s", uri, reason, delay)
                 time.sleep(delay)
                 delay *= 2
+                continue
+            if response.status_code != 200:
+                raise RegistryError(
+                    f"the MLflow tracking server at {uri} answered /health with HTTP "
+                    f"{response.status_code}; is it an MLflow server?",
+                    exit_code=1,
+                )
+            return
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir():

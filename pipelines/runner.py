@@ -25,7 +25,7 @@ from pipelines.privacy_report import delta_problems, privacy_tags
 from pipelines.registry import check_reachable
 from pipelines.report import RunSummary, metrics_figure, model_card
 from pipelines.spec import LoadedPipeline, PipelineError
-from pipelines.tracking import RunTracker, check_tracking_server, resolve_tracking_uri
+from pipelines.tracking import RunTracker, resolve_tracking_uri
 from pipelines.warmstart import resolve_warm_start
 from silo.messages import PublishRequest
 
@@ -71,8 +71,7 @@ def run_federation(
     checkpoints = Path(spec.tracking.checkpoints).expanduser().resolve()
     resumed = checkpoint.load(checkpoints, options.resume) if options.resume else None
     tracking_uri = resolve_tracking_uri(spec.tracking.mlflow_uri)
-    check_reachable(tracking_uri)  # TCP, with retries and backoff: seconds, not MLflow's minutes
-    check_tracking_server(tracking_uri)  # and it is an MLflow server: /health answers
+    check_reachable(tracking_uri)  # /health, with retries and backoff: seconds, not MLflow's minutes
     if resumed is not None:
         _check_resumable(tracking_uri, resumed, rounds)
     warm = resolve_warm_start(loaded, tracking_uri) if resumed is None else None

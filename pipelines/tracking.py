@@ -30,31 +30,6 @@ def resolve_tracking_uri(uri: str, cwd: Path | None = None) -> str:
     return uri
 
 
-class TrackingError(RuntimeError):
-    """The MLflow tracking server cannot be reached; the message names the URI."""
-
-
-def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
-    """An http(s) tracking URI must answer MLflow's /health before anything trains."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import requests
-
-    try:
-        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
-    except requests.RequestException as err:
-        reason = type(err).__name__ if not str(err) else str(err).split(":")[-1].strip(" )'\"")
-        raise TrackingError(
-            f"cannot reach the MLflow tracking server at {uri} ([tracking] mlflow_uri): {reason}. "
-            "Start one with infra/mlflow-server.sh, or use a sqlite:/// store."
-        ) from None
-    if response.status_code != 200:
-        raise TrackingError(
-            f"the MLflow tracking server at {uri} ([tracking] mlflow_uri) answered /health with "
-            f"HTTP {response.status_code}; is it an MLflow server?"
-        )
-
-
 def code_version() -> str:
     try:
         version = metadata.version("fedsilo")
