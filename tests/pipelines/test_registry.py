@@ -28,9 +28,11 @@ def store(tmp_path: Path) -> tuple[str, str]:
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     mlflow.set_tracking_uri(uri)
+    # An experiment of this store: the fluent API remembers the last test's active experiment id.
+    experiment = mlflow.set_experiment("registry-tests")
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "MLmodel").write_text("flavors: {}\n")
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
         mlflow.log_artifacts(str(tmp_path / "model"), "model")
     for _ in range(2):
         register_version(PublishRequest(uri, run.info.run_id, "m"), f"runs:/{run.info.run_id}/model")
