@@ -40,8 +40,7 @@ def fedsilo(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPr
 class Runs:
     folder: Path
     he: dict  # the bundled example as shipped: he = "packed"
-    ckks: dict
-    plain: dict
+    plain: dict  # the same with he = "off" (ckks rounds: tests/orchestrator/test_orchestrator.py)
     he_output: str
 
 
@@ -50,14 +49,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     folder = tmp_path_factory.mktemp("cli")
     he = fedsilo("run", "--rounds", str(ROUNDS), "--summary-json", "he.json", cwd=folder)
     assert he.returncode == 0, he.stderr[-3000:]
-    for scheme in ("ckks", "off"):
+    for scheme in ("off",):
         pipeline = folder / f"{scheme}.toml"
         pipeline.write_text(example_pipeline_text(he=f'"{scheme}"'))
         result = fedsilo("run", str(pipeline), "--rounds", str(ROUNDS), "--summary-json", f"{scheme}.json",
                          cwd=folder)  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
-    summaries = {name: json.loads((folder / f"{name}.json").read_text()) for name in ("he", "ckks", "off")}
-    return Runs(folder, summaries["he"], summaries["ckks"], summaries["off"], he.stdout)
+    summaries = {name: json.loads((folder / f"{name}.json").read_text()) for name in ("he", "off")}
+    return Runs(folder, summaries["he"], summaries["off"], he.stdout)
 
 
 def _mlflow(runs: Runs):
@@ -81,7 +80,7 @@ def test_summary_json_has_every_field(runs: Runs) -> None:
     assert s["per_round"][0]["bytes_down"] == 0 and s["per_round"][1]["bytes_down"] > 0
     assert s["registered_model"]["name"] == MODEL and s["registered_model"]["alias"] == "challenger"
     assert s["model_parameters"] == 23
-    assert runs.plain["he"] == "off" and runs.ckks["he"] == "ckks"
+    assert runs.plain["he"] == "off"
 
 
 def test_progress_and_summary_table_are_printed(runs: Runs) -> None:
@@ -96,11 +95,6 @@ def _weights(runs: Runs, summary: dict) -> np.ndarray:
     return np.concatenate([t.detach().numpy().ravel() for t in model.program.state_dict.values()])
 
 
-def test_ckks_run_ends_with_the_plaintext_model(runs: Runs) -> None:
-    assert np.abs(_weights(runs, runs.ckks) - _weights(runs, runs.plain)).max() < 1e-4
-    assert runs.ckks["final"]["global_val_accuracy"] == runs.plain["final"]["global_val_accuracy"]
-
-
 def test_packed_run_ends_within_a_thousandth_of_the_plaintext_model(runs: Runs) -> None:
     assert np.abs(_weights(runs, runs.he) - _weights(runs, runs.plain)).max() < 1e-3
     gap = abs(runs.he["final"]["global_val_accuracy"] - runs.plain["final"]["global_val_accuracy"])
@@ -112,7 +106,7 @@ def test_bytes_per_round(runs: Runs) -> None:
         return float(np.mean([r["bytes_up"] for r in summary["per_round"]]))
 
     assert up(runs.plain) == 4 * 23 * 8  # float64 plaintext
-    assert up(runs.he) < up(runs.ckks) / 4  # one seeded BFV ciphertext per silo vs one CKKS one
+    assert up(runs.he) < 4 * 60_000  # one seeded BFV ciphertext per silo (a CKKS one is ~235 kB)
 
 
 def test_registered_model_predicts_from_raw_columns(runs: Runs) -> None:

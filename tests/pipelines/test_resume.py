@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.build import he_config
+from pipelines.spec import load_pipeline
+from privacy.keyfile import read_key_file
+from privacy.schemes import keys_from_secret
 from tests.conftest import example_pipeline_text
 
 pytestmark = pytest.mark.slow
@@ -37,6 +41,10 @@ def _checkpointed_round(folder: Path) -> tuple[str, int] | None:
     return None
 
 
+def _state(folder: Path, run_id: str):
+    return pickle.loads((folder / "checkpoints" / run_id / "state.pkl").read_bytes()).orchestrator
+
+
 def _fedsilo(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", *args],
@@ -55,9 +63,9 @@ def _metric_steps(folder: Path, run_id: str, name: str) -> list[int]:
 
 
 def test_a_killed_driver_resumes_into_the_same_run(tmp_path: Path) -> None:
-    # Prepare: a run killed (driver, its local Ray, every actor) once a round is checkpointed;
-    # 30 local epochs make a round last long enough to be caught mid-run
-    pipeline = _pipeline(tmp_path, local_epochs="30")
+    # Prepare: a FedAdam run killed (driver, its local Ray, every actor) once a round is
+    # checkpointed; 30 local epochs make a round last long enough to be caught mid-run
+    pipeline = _pipeline(tmp_path, local_epochs="30", strategy='"fedadam"')
     driver = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "run", str(pipeline)], cwd=tmp_path, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -73,6 +81,7 @@ def test_a_killed_driver_resumes_into_the_same_run(tmp_path: Path) -> None:
     driver.wait(timeout=30)
     assert seen is not None and seen[1] < ROUNDS, "the run ended before it could be killed"
     run_id = seen[0]
+    before = _state(tmp_path, run_id)
     # Execute
     resumed = _fedsilo(tmp_path, "run", str(pipeline), "--resume", run_id, "--summary-json", "s.json")
     # Assert: every round once, the same MLflow run, finished, model registered
@@ -87,6 +96,18 @@ def test_a_killed_driver_resumes_into_the_same_run(tmp_path: Path) -> None:
     assert [r["round"] for r in summary["per_round"]] == list(range(1, ROUNDS + 1))
     assert summary["registered_model"]["version"] == "1"
     assert summary["final"]["global_val_accuracy"] > 0.7
+    # FedAdam's state was checkpointed encrypted and carried on: v after the last round grew from
+    # the checkpointed v (v_t = b2 v_(t-1) + (1 - b2) d^2 >= b2 v_(t-1)), which a reset state would
+    # not; decrypted with a silo's copy of the run's key
+    after = _state(tmp_path, run_id)
+    tags = [p.terms for p in after.server_state]
+    assert tags == [(f"round-{ROUNDS}/server/m",), (f"round-{ROUNDS}/server/v",)]
+    assert before.server_state[0].codec == "packed" and before.server_state[0].key_id == before.key_id
+    he = he_config(load_pipeline(pipeline))
+    secret = read_key_file(str(tmp_path / "checkpoints" / run_id / "keys" / "cleveland.key"), he, secret=True)
+    codec = keys_from_secret(he, secret).codec()
+    v_then, v_now = codec.decode(before.server_state[1]), codec.decode(after.server_state[1])
+    assert v_then.max() > 0 and (v_now >= 0.99 ** (ROUNDS - before.round + 1) * v_then - 1e-9).all()
     # A finished run has nothing to resume
     again = _fedsilo(tmp_path, "run", str(pipeline), "--resume", run_id)
     assert again.returncode == 2 and "already finished all 6 rounds: nothing to resume" in again.stderr
