@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.dp import record_plan
 from silo.messages import FitConfig
+from silo.train import make_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +51,8 @@ def dp_local_train(
     with warnings.catch_warnings():  # Opacus warns about secure_mode (a CSPRNG) being off
         warnings.simplefilter("ignore")
         wrapped = GradSampleModule(work)
-        base: torch.optim.Optimizer
-        if config.optimizer == "adam":
-            base = torch.optim.Adam(wrapped.parameters(), lr=config.lr)
-        else:
-            base = torch.optim.SGD(wrapped.parameters(), lr=config.lr, momentum=config.momentum)
         optimizer = DPOptimizer(
-            base,
+            make_optimizer(wrapped.parameters(), config),
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
             # as Opacus's make_private: rows x sample rate (<= batch_size), the mean's divisor

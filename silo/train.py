@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 from torch import nn
@@ -17,6 +19,13 @@ def _loss_fn(binary: bool) -> nn.Module:
 
 def _target(y: torch.Tensor, binary: bool) -> torch.Tensor:
     return y.float().unsqueeze(1) if binary else y
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], config: FitConfig) -> torch.optim.Optimizer:
+    """The local optimizer ``config`` names (plain and DP-SGD training share it)."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
 
 
 def local_train(
@@ -37,11 +46,7 @@ def local_train(
     loss_fn = _loss_fn(binary)
     params = list(model.parameters())
     anchor = [p.detach().clone() for p in params] if config.proximal_mu > 0 else []
-    optimizer: torch.optim.Optimizer
-    if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=config.lr)
-    else:
-        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    optimizer = make_optimizer(params, config)
     offsets = _split_like(params, correction, device) if correction is not None else []
     generator = torch.Generator().manual_seed(round_seed)
     total, seen = 0.0, 0

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +24,48 @@ HEART_COLUMNS = [
     "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
     "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
 ]  # fmt: skip
+
+
+def free_port() -> int:
+    """A port nothing listens on (yet) on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float) -> None:
+    """Until something accepts connections on 127.0.0.1:``port``, at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def ray_head(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, wait_port: int | None = None,
+    timeout_s: float = 60.0,
+) -> Iterator[int]:
+    """`ray start --head --block` on 127.0.0.1 with ``args`` added; yields its GCS port once
+    ``wait_port`` (default: that port) answers; stopped when the block ends (never a global
+    `ray stop`)."""
+    port = free_port()
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address",
+         "127.0.0.1", "--port", str(port), "--num-cpus", "2", "--disable-usage-stats", *args],
+        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for_port(wait_port or port, timeout_s)
+        yield port
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=timeout_s / 2)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, 9)
 
 
 @pytest.fixture(scope="session")

@@ -4,60 +4,32 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pipelines.cli import prepare_ray_auth
-from tests.conftest import example_pipeline_text
+from tests.conftest import example_pipeline_text, free_port, ray_head
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def ray_head(tmp_path: Path) -> Iterator[str]:
-    """A head started by `ray start --block`, stopped by the test (never a global `ray stop`)."""
-    port = _free_port()
-    ray_bin = Path(sys.executable).parent / "ray"
-    head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-         "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.5)
-    try:
-        yield address
-    finally:
-        head.terminate()
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, 9)
+def ray_head_address() -> Iterator[str]:
+    """A head started by `ray start --block`, stopped by the test."""
+    with ray_head("--include-dashboard", "false") as port:
+        yield f"127.0.0.1:{port}"
 
 
-def test_run_joins_an_existing_cluster(ray_head: str, tmp_path: Path) -> None:
+def test_run_joins_an_existing_cluster(ray_head_address: str, tmp_path: Path) -> None:
     pipeline = tmp_path / "pipeline.toml"
     pipeline.write_text(example_pipeline_text(he='"off"'))
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", str(pipeline), "--address", ray_head,
+        [sys.executable, "-m", "pipelines.cli", "run", str(pipeline), "--address", ray_head_address,
          "--rounds", "2", "--summary-json", "s.json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -69,7 +41,7 @@ def test_run_joins_an_existing_cluster(ray_head: str, tmp_path: Path) -> None:
 def test_no_cluster_at_the_address_is_a_clear_error(tmp_path: Path) -> None:
     pipeline = tmp_path / "pipeline.toml"
     pipeline.write_text(example_pipeline_text())
-    nowhere = f"127.0.0.1:{_free_port()}"
+    nowhere = f"127.0.0.1:{free_port()}"
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "run", str(pipeline), "--address", nowhere],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,

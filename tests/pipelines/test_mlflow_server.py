@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,21 +18,15 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.conftest import EXAMPLE_DIR, HEART_COLUMNS, example_pipeline_text
+from tests.conftest import EXAMPLE_DIR, HEART_COLUMNS, example_pipeline_text, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """infra/mlflow-server.sh on a free port, its store under tmp_path; stopped by the test."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "STORE": str(tmp_path / "server"), "PORT": str(port), "WORKERS": "1",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
     log = (tmp_path / "server.log").open("w")
@@ -108,7 +101,7 @@ def test_a_federation_logs_and_registers_through_the_server(mlflow_server: str, 
 
 def test_an_unreachable_tracking_server_is_a_clear_error_before_training(tmp_path: Path) -> None:
     pipeline = tmp_path / "pipeline.toml"
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     pipeline.write_text(example_pipeline_text(mlflow_uri=f'"{closed}"'))
     start = time.monotonic()
 

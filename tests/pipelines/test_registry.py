@@ -3,7 +3,6 @@ unreachable server is reported in seconds; a version that cannot be aliased is r
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -13,12 +12,7 @@ from pipelines.cli import main
 from pipelines.registry import ModelRef, Registry, RegistryError, check_reachable
 from silo.messages import PublishRequest
 from silo.publish import RegistryWriteError, register_version
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
 
 
 @pytest.fixture
@@ -66,7 +60,7 @@ def test_promoting_a_missing_version_lists_the_versions(store: tuple[str, str], 
 
 
 def test_an_unreachable_tracking_server_is_reported_in_seconds(capsys) -> None:
-    uri = f"http://127.0.0.1:{_closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     code = main(["review", "m", "--tracking-uri", uri])
     elapsed = time.monotonic() - started

@@ -4,26 +4,18 @@ client without the token is refused."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import example_pipeline_text
+from tests.conftest import example_pipeline_text, ray_head
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "fedsilo-test-token-0123456789abcdef"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -49,27 +41,8 @@ def secure_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def secure_head(secure_env: dict[str, str]) -> Iterator[str]:
-    port = _free_port()
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    head = subprocess.Popen(
-        [ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-         "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"],
-        env=secure_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.5)
-    try:
+    with ray_head("--include-dashboard", "false", env=secure_env) as port:
         yield f"127.0.0.1:{port}"
-    finally:
-        head.terminate()
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, 9)
 
 
 def _run(tmp_path: Path, address: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

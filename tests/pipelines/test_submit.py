@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,44 +12,23 @@ import pytest
 
 from pipelines.spec import bundled_example, load_pipeline
 from pipelines.submit import SubmitError, check_portable, submit
-from tests.conftest import example_pipeline_text
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import example_pipeline_text, free_port, ray_head
 
 
 @pytest.fixture
 def ray_head_with_dashboard(tmp_path: Path) -> Iterator[str]:
     """`ray start --head --block` with its dashboard (the job server); stopped by the test."""
-    port, dashboard, agent, agent_grpc = _free_port(), _free_port(), _free_port(), _free_port()
+    dashboard, agent, agent_grpc = free_port(), free_port(), free_port()
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     env["PATH"] = f"{bin_dir}:{env['PATH']}"  # jobs run `fedsilo` from this installation
-    head = subprocess.Popen(
-        [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-         "--port", str(port), "--num-cpus", "2", "--include-dashboard", "true",
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--disable-usage-stats",
-         # the agents' default ports may be taken by another head on a shared machine
-         "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc)],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", dashboard)) == 0:
-                    break
-            time.sleep(0.5)
+    with ray_head(
+        "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+        # the agents' default ports may be taken by another head on a shared machine
+        "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
+        env=env, cwd=tmp_path, wait_port=dashboard, timeout_s=120,
+    ):  # fmt: skip
         yield f"http://127.0.0.1:{dashboard}"
-    finally:
-        head.terminate()
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, 9)
 
 
 @pytest.mark.slow
@@ -98,6 +75,6 @@ def test_relative_paths_are_refused_naming_the_field() -> None:
 def test_nothing_at_the_address_is_a_clear_error(tmp_path: Path) -> None:
     pipeline = tmp_path / "pipeline.toml"
     pipeline.write_text(example_pipeline_text(mlflow_uri=f'"sqlite:///{tmp_path}/m.db"'))
-    address = f"http://127.0.0.1:{_free_port()}"
+    address = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(SubmitError, match=f"cannot submit to {address}: nothing answers there"):
         submit(load_pipeline(pipeline), address)
