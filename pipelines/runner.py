@@ -135,7 +135,10 @@ def run_federation(
             server_round = done + 1
             while server_round <= rounds:
                 try:
+                    # The round and the state after it, as one step: an orchestrator that dies
+                    # between the two is replaced from the previous state and the round runs again.
                     record = ray.get(actors.orchestrator.run_round.remote(server_round))
+                    next_state: OrchestratorState = ray.get(actors.orchestrator.state.remote())
                 except ray.exceptions.RayError as err:
                     if isinstance(federation.unwrap(err), BudgetSpent):
                         summary.stopped = str(federation.unwrap(err))
@@ -151,7 +154,7 @@ def run_federation(
                 if record.incoming is not None:
                     summary.add_eval(record.incoming)
                     latest[:] = [record.incoming]
-                state = federation.get(actors.orchestrator.state.remote())
+                state = next_state
                 # Checkpoint first: a crash before logging is repaired on resume (idempotent per step).
                 checkpoint.save(
                     checkpoints, checkpoint.Checkpoint(tracker.run_id, state, summary.to_dict(), record)
