@@ -47,6 +47,7 @@ RULES: dict[str, tuple[str, str]] = {  # name: (strategy, [training] lines)
     "clip_norm": ("fedavg", "clip_norm = {clip}"),
     "median_uniform": ("median", 'robust_weighting = "uniform"'),
     "trimmed_mean_uniform": ("trimmed_mean", 'trim_fraction = 0.25\nrobust_weighting = "uniform"'),
+    "geometric_median": ("geometric_median", ""),
 }
 
 
@@ -75,12 +76,35 @@ def attacker(kind: str) -> type[SiloWorker]:
     return Attacker
 
 
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (attack, rule): mean accuracy over seeds, and the paired difference (same seed, so the
+    same validation rows) to clean FedAvg and to the rule's own unattacked run where it was run."""
+    by_key = {(r["attack"], r["rule"], r["seed"]): float(r["global_accuracy"]) for r in rows}
+    out: list[dict[str, Any]] = []
+    for attack, rule in dict.fromkeys((r["attack"], r["rule"]) for r in rows):
+        runs = [r for r in rows if (r["attack"], r["rule"]) == (attack, rule)]
+        seeds = [r["seed"] for r in runs]
+        acc = np.array([by_key[attack, rule, s] for s in seeds])
+        vs_fedavg = acc - np.array([by_key["none", "fedavg", s] for s in seeds])
+        own = [by_key.get(("none", rule, s)) for s in seeds]
+        vs_own = acc - np.array(own, dtype=float) if None not in own else None
+        out.append({
+            "attack": attack, "rule": rule, "seeds": len(seeds), "accuracy": float(acc.mean()),
+            "vs_clean_fedavg": float(vs_fedavg.mean()), "worst_vs_clean_fedavg": float(vs_fedavg.min()),
+            "vs_own_clean": None if vs_own is None else float(vs_own.mean()),
+            "mean_of_silos": float(np.mean([r["mean_of_silos"] for r in runs])),
+        })  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     attacks = ["none", "scaled", "flipped", "noise"]  # none: each rule without an attacker
     parser.add_argument("--attacks", nargs="+", choices=attacks, default=["flipped"])
     parser.add_argument("--rules", nargs="+", choices=list(RULES), default=list(RULES))
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
+                        help="data split and training seeds; differences are paired per seed")  # fmt: skip
     parser.add_argument("--clip", type=float, default=0.1, help="clip_norm of the clip_norm rule")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -91,29 +115,31 @@ def main() -> None:
     try:
         configs = [("none", "fedavg")]
         configs += [(a, r) for a in args.attacks for r in args.rules if (a, r) != ("none", "fedavg")]
-        for attack, rule in configs:
-            strategy, training = RULES[rule][0], RULES[rule][1].format(clip=args.clip)
-            classes = {} if attack == "none" else {ATTACKER: attacker(attack)}
-            with console.status(f"attack {attack}, {rule}"):
-                row = {"attack": attack, "rule": rule, "settings": training.replace("\n", ", ")}
-                row.update(federate(example("off", strategy, training), args.rounds, classes))
-            rows.append(row)
-            console.print(f"{attack:8} {rule:13} global {row['global_accuracy']:.3f}")
-            if args.json:
-                args.json.write_text(json.dumps(rows, indent=2))
+        for seed in args.seeds:
+            for attack, rule in configs:
+                strategy, training = RULES[rule][0], RULES[rule][1].format(clip=args.clip)
+                classes = {} if attack == "none" else {ATTACKER: attacker(attack)}
+                with console.status(f"seed {seed}, attack {attack}, {rule}"):
+                    row = {"attack": attack, "rule": rule, "seed": seed}
+                    row["settings"] = training.replace("\n", ", ")
+                    row.update(federate(example("off", strategy, training, seed), args.rounds, classes))
+                rows.append(row)
+                console.print(f"seed {seed} {attack:8} {rule:20} global {row['global_accuracy']:.3f}")
+                if args.json:
+                    args.json.write_text(json.dumps({"runs": rows, "summary": summarize(rows)}, indent=2))
     finally:
         ray.shutdown()
-    clean = rows[0]["global_accuracy"]
-    title = f"One of four silos ({ATTACKER}) attacks; he = off, {args.rounds} rounds, final model"
+    title = (f"One of four silos ({ATTACKER}) attacks; he = off, {args.rounds} rounds, final model, "
+             f"mean over seeds {args.seeds}")  # fmt: skip
     table = Table(title=title)
-    for column in ("attack", "rule", "settings", "global val acc", "vs clean FedAvg", "mean of silos",
-                   "global val loss"):  # fmt: skip
+    for column in ("attack", "rule", "global val acc", "vs clean FedAvg", "worst seed", "vs own clean run",
+                   "mean of silos"):  # fmt: skip
         table.add_column(column, justify="right")
-    for r in rows:
+    for r in summarize(rows):
+        own = "" if r["vs_own_clean"] is None else f"{100 * r['vs_own_clean']:+.1f} pt"
         table.add_row(
-            r["attack"], r["rule"], r["settings"] or "-", f"{r['global_accuracy']:.3f}",
-            f"{100 * (r['global_accuracy'] - clean):+.1f} pt", f"{r['mean_of_silos']:.3f}",
-            f"{r['global_loss']:.4f}",
+            r["attack"], r["rule"], f"{r['accuracy']:.3f}", f"{100 * r['vs_clean_fedavg']:+.1f} pt",
+            f"{100 * r['worst_vs_clean_fedavg']:+.1f} pt", own, f"{r['mean_of_silos']:.3f}",
         )  # fmt: skip
     console.print(table)
 

@@ -34,10 +34,12 @@ STRATEGIES = ["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "scaffold
 TUNED: dict[str, str] = {}
 
 
-def example(he: str, strategy: str, training: str = "") -> LoadedPipeline:
-    """The bundled pipeline with ``he``, ``strategy`` and extra [training] lines."""
+def example(he: str, strategy: str, training: str = "", seed: int = 0) -> LoadedPipeline:
+    """The bundled pipeline with ``he``, ``strategy`` and extra [training] lines; ``seed`` sets
+    both the silos' train/validation split ([data] seed) and local training ([training] seed)."""
     text = bundled_example().read_text()
-    text = re.sub(r"(?m)^strategy = .*$", f'strategy = "{strategy}"\n{training}', text)
+    text = re.sub(r"(?m)^strategy = .*$", f'strategy = "{strategy}"\n{training}\nseed = {seed}', text)
+    text = re.sub(r"(?m)^\[data\]$", f"[data]\nseed = {seed}", text)
     text = re.sub(r"(?m)^he = .*$", f'he = "{he}"', text)
     return parse_pipeline(text, bundled_example())
 

@@ -3,7 +3,8 @@
 Free functions for the maths, on the silos' models w_k (rows of a matrix) and their aggregation
 weights n_k: coordinate-wise median and trimmed mean (both n_k-weighted by default, like FedAvg;
 ``robust_weighting = "uniform"`` gives the unweighted textbook rules), Krum / multi-Krum
-(Blanchard et al. 2017; Krum picks one silo's model, multi-Krum n_k-weights the ones it keeps).
+(Blanchard et al. 2017; Krum picks one silo's model, multi-Krum n_k-weights the ones it keeps),
+and the n_k-weighted geometric median (RFA, Pillutla et al. 2022: smoothed Weiszfeld iterations).
 All are translation invariant, so working on weights equals working on deltas w_k - w_global. `RobustSum` has
 the interface of `privacy.aggregate.WeightedSum` (``add``, ``mean``) so the orchestrator
 drives both alike; it also rejects non-finite updates and, with ``clip_norm``, bounds
@@ -22,7 +23,7 @@ from privacy.aggregate import WeightedPayload
 from privacy.clipping import clip_to_norm
 from privacy.codec import Codec, CodecError, Payload
 
-RULES = ("mean", "median", "trimmed_mean", "krum", "multi_krum")
+RULES = ("mean", "median", "trimmed_mean", "krum", "multi_krum", "geometric_median")
 
 
 def _uniform(n: int) -> np.ndarray:
@@ -92,6 +93,29 @@ def multi_krum(updates: np.ndarray, weights: np.ndarray, byzantine: int, m: int 
     return np.asarray((updates[chosen] * w[:, None]).sum(axis=0) / w.sum())
 
 
+def geometric_median(
+    updates: np.ndarray, weights: np.ndarray, *, iterations: int = 100, smoothing: float = 1e-6
+) -> np.ndarray:
+    """The point z minimising sum_k n_k ||w_k - z|| (Weiszfeld's iterations, each distance at
+    least ``smoothing`` as in RFA). Unlike the coordinate-wise median it keeps whole updates and
+    their weights: with silos close together it is near their weighted mean, and an update
+    pulls on it with a force of its weight, however far it is sent (breakdown point: half the
+    total weight)."""
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (len(updates),) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"need {len(updates)} non-negative weights with a positive sum, got {w.tolist()}")
+    z = (updates * w[:, None]).sum(axis=0) / w.sum()
+    scale = max(1.0, float(np.abs(updates).max()))
+    for _ in range(iterations):
+        beta = w / np.maximum(np.linalg.norm(updates - z, axis=1), smoothing)
+        nxt = (updates * beta[:, None]).sum(axis=0) / beta.sum()
+        done = np.linalg.norm(nxt - z) <= 1e-10 * scale
+        z = nxt
+        if done:
+            break
+    return np.asarray(z)
+
+
 def combine(
     rule: str,
     updates: np.ndarray,
@@ -103,8 +127,8 @@ def combine(
     robust_weighting: str = "examples",
 ) -> np.ndarray:
     """One rule over the rows of ``updates`` (models w_k) with aggregation ``weights`` (n_k).
-    ``robust_weighting = "uniform"`` gives median and trimmed mean equal weights (the textbook,
-    unweighted rules); "examples" (default) weights them by n_k like FedAvg."""
+    ``robust_weighting = "uniform"`` gives median, trimmed mean and geometric median equal
+    weights (the textbook, unweighted rules); "examples" (default) weights them by n_k like FedAvg."""
     if robust_weighting not in ("examples", "uniform"):
         raise ValueError(f"robust_weighting must be 'examples' or 'uniform', got {robust_weighting!r}")
     rank_weights = weights if robust_weighting == "examples" else None
@@ -118,6 +142,8 @@ def combine(
         return krum(updates, byzantine)
     if rule == "multi_krum":
         return multi_krum(updates, weights, byzantine, multi_krum_m)
+    if rule == "geometric_median":
+        return geometric_median(updates, _uniform(len(updates)) if rank_weights is None else rank_weights)
     raise ValueError(f"unknown aggregation rule {rule!r}; choose one of {RULES}")
 
 

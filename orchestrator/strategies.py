@@ -16,13 +16,13 @@ from typing import Protocol
 
 import numpy as np
 
-from orchestrator.robust import RobustSum
+from orchestrator.robust import RULES, RobustSum
 from privacy.aggregate import WeightedPayload
 from privacy.codec import Codec, Payload
 from silo.messages import FitConfig
 from silo.server_opt import ServerOpt
 
-ROBUST = ("median", "trimmed_mean", "krum", "multi_krum")
+ROBUST = tuple(rule for rule in RULES if rule != "mean")  # rules that must see single updates
 
 
 class Aggregator(Protocol):
@@ -148,7 +148,7 @@ class Robust(FedAvg):
     trim_fraction: float = 0.25
     byzantine: int = 0  # f: Krum's assumed number of Byzantine silos
     multi_krum_m: int | None = None  # multi-Krum averages this many (default n - f)
-    robust_weighting: str = "examples"  # median / trimmed mean: n_k-weighted, or "uniform"
+    robust_weighting: str = "examples"  # median / trimmed mean / geometric median: n_k or "uniform"
 
     def _rule(self) -> tuple[str, dict[str, float | int | str | None]]:
         params: dict[str, float | int | str | None] = {"trim_fraction": self.trim_fraction}

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.strategies import ROBUST
+
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
@@ -83,9 +85,9 @@ class SiloSection(_Section):
 
 Strategy = Literal[
     "fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "scaffold", "median", "trimmed_mean", "krum",
-    "multi_krum",
+    "multi_krum", "geometric_median",
 ]  # fmt: skip
-ROBUST_STRATEGIES = ("median", "trimmed_mean", "krum", "multi_krum")
+ROBUST_STRATEGIES = ROBUST  # orchestrator.strategies owns the list; a test checks Strategy covers it
 
 
 class TrainingSection(_Section):
@@ -106,7 +108,7 @@ class TrainingSection(_Section):
     trim_fraction: float = Field(0.25, ge=0, lt=0.5)  # trimmed_mean: cut this share at each end
     byzantine: int = Field(0, ge=0)  # krum / multi_krum: f, the Byzantine silos tolerated
     multi_krum_m: int | None = Field(None, ge=1)  # multi_krum: average this many (default n - f)
-    # median / trimmed_mean: weight each silo by its rows n_k like FedAvg, or equally ("uniform").
+    # median / trimmed_mean / geometric_median: weight each silo by its rows n_k like FedAvg, or equally.
     robust_weighting: Literal["examples", "uniform"] = "examples"
     clip_norm: float | None = Field(None, gt=0)  # bound on ||w_k - w_global||_2
 

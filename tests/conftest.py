@@ -45,7 +45,10 @@ def wait_for_port(port: int, timeout_s: float) -> None:
 
 @contextlib.contextmanager
 def ray_head(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, wait_port: int | None = None,
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    wait_port: int | None = None,
     timeout_s: float = 60.0,
 ) -> Iterator[int]:
     """`ray start --head --block` on 127.0.0.1 with ``args`` added; yields its GCS port once

@@ -8,7 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from orchestrator.robust import RobustSum, combine, krum, krum_scores, median, multi_krum, trimmed_mean
+from orchestrator.robust import (
+    RobustSum,
+    combine,
+    geometric_median,
+    krum,
+    krum_scores,
+    median,
+    multi_krum,
+    trimmed_mean,
+)
 from privacy.aggregate import encode_weighted
 from privacy.codec import CodecError, PlainCodec
 
@@ -123,7 +132,7 @@ _EXACT = st.integers(-8000, 8000).map(lambda v: v / 8)
 @given(arrays(np.float64, (5, 3), elements=_EXACT), arrays(np.float64, 3, elements=_EXACT))
 def test_rules_are_translation_invariant_so_weights_equal_deltas(rows: np.ndarray, shift: np.ndarray) -> None:
     weights = np.arange(1.0, 6.0)
-    for rule in ("median", "trimmed_mean", "multi_krum"):
+    for rule in ("median", "trimmed_mean", "multi_krum", "geometric_median"):
         moved = combine(rule, rows + shift, weights, trim_fraction=0.2, byzantine=1)
         assert moved - shift == pytest.approx(
             combine(rule, rows, weights, trim_fraction=0.2, byzantine=1), abs=1e-6
@@ -141,6 +150,30 @@ def test_one_outlier_of_five_cannot_move_median_outside_the_honest_range(
     for rule in ("median", "trimmed_mean"):
         result = combine(rule, attacked, np.ones(5), trim_fraction=0.2)
         assert np.all(result <= honest.max(axis=0) + 1e-9) and np.all(result >= honest.min(axis=0) - 1e-9)
+
+
+def test_geometric_median_by_hand() -> None:
+    # On a line it is the weighted median; weights 1, 1, 3 put it on the heavy point.
+    line = np.array([[0.0], [1.0], [10.0]])
+    assert geometric_median(line, np.ones(3)) == pytest.approx([1.0], abs=1e-4)
+    assert geometric_median(line, np.array([1.0, 1.0, 3.0])) == pytest.approx([10.0], abs=1e-4)
+    # Three vertices of an equilateral triangle: the centre (all angles below 120 degrees).
+    triangle = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, np.sqrt(3.0)]])
+    assert geometric_median(triangle, np.ones(3)) == pytest.approx([1.0, 1.0 / np.sqrt(3.0)], abs=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float64, (4, 3), elements=st.floats(-10, 10)), st.floats(1e3, 1e7))
+def test_one_outlier_of_five_moves_the_geometric_median_a_bounded_distance(
+    honest: np.ndarray, scale: float
+) -> None:
+    # With a weight share a < 1/2 of outliers, ||z - c|| <= (2 (1 - a) / (1 - 2 a)) max_k ||h_k - c||
+    # for the honest centroid c (here a = 1/5: a factor 8/3), however far the outlier is sent.
+    attacked = np.vstack([honest, np.full((1, 3), -scale)])
+    centre = honest.mean(axis=0)
+    spread = np.linalg.norm(honest - centre, axis=1).max()
+    z = geometric_median(attacked, np.ones(5))
+    assert np.linalg.norm(z - centre) <= 8.0 / 3.0 * spread + 1e-3
 
 
 def _item(codec: PlainCodec, values: list[float], weight: float, tag: str):

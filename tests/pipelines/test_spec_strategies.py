@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from orchestrator.strategies import FedOpt, Robust, Scaffold
+from orchestrator.strategies import ROBUST, FedOpt, Robust, Scaffold
 from pipelines.build import strategy
-from pipelines.spec import PipelineError, parse_pipeline
+from pipelines.spec import PipelineError, Strategy, parse_pipeline
 
 HEAD = """\
 name = "demo"
@@ -34,7 +35,7 @@ def _problems(text: str) -> list[str]:
     return caught.value.problems
 
 
-@pytest.mark.parametrize("rule", ["median", "trimmed_mean", "krum", "multi_krum"])
+@pytest.mark.parametrize("rule", ROBUST)
 @pytest.mark.parametrize("he", ["packed", "ckks"])
 def test_a_robust_rule_under_he_is_refused_saying_why_and_what_instead(rule: str, he: str) -> None:
     (problem,) = _problems(_text(f'strategy = "{rule}"', he=he))
@@ -79,3 +80,9 @@ def test_median_and_trimmed_mean_are_row_weighted_unless_uniform() -> None:
     )
     assert isinstance(uniform, Robust) and uniform.robust_weighting == "uniform"
     assert "robust_weighting" in _problems(_text('strategy = "median"\nrobust_weighting = "rows"'))[0]
+
+
+def test_every_rule_the_orchestrator_has_can_be_named_in_a_pipeline() -> None:
+    assert set(ROBUST) <= set(get_args(Strategy))
+    gm = strategy(parse_pipeline(_text('strategy = "geometric_median"'), Path("p.toml")))
+    assert isinstance(gm, Robust) and gm.name == "geometric_median"
