@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import ray
 
@@ -14,6 +15,7 @@ from orchestrator.errors import RoundFailed, SchemaMismatch, SetupFailed
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import FedAvg, FedProx
 from privacy.aggregate import encode_weighted
+from privacy.codec import PlainCodec
 from privacy.keyfile import read_public_key_file, write_key_files
 from privacy.packed import PackedKeys
 from privacy.params import HEConfig, PackedParams
@@ -21,7 +23,8 @@ from privacy.sealing import SealError, SealingKey
 from privacy.signing import SignedUpdate, UpdateSigner
 from silo.actor import SiloWorker, silo_actor
 from silo.config import DataSpec, ModelSpec, SiloSpec
-from silo.messages import KeyBundle
+from silo.messages import FitIns, FitRes, KeyBundle
+from silo.models import get_flat
 from tests.conftest import synthetic_silo
 
 DATA = DataSpec(target="y", categorical=("color",))
@@ -312,5 +315,43 @@ def test_provisioned_keys_are_used_and_a_silo_with_other_keys_is_named(
             ray.get(orchestrator.setup.remote())
         assert caught.value.step == "checking provisioned HE keys"
         assert [f.silo for f in caught.value.failures] == ["east"]
+    finally:
+        _cleanup(silos, orchestrator)
+
+
+class Boosting(SiloWorker):
+    """Sends its change of the model x1000 and unclipped, from round 1 on."""
+
+    def fit(self, ins: FitIns) -> FitRes:
+        self._load_global(ins.global_payload)
+        start = get_flat(self._model)
+        res = super().fit(ins)
+        if self._staged is not None:
+            values, weight, exact = self._staged
+            self._staged = (start + 1000.0 * (values - start), weight, exact)
+        return res
+
+
+def test_plaintext_orchestrator_bounds_every_update_from_round_one(ray_local, namespace, three_silos) -> None:
+    # Prepare: "east" boosts its update; the orchestrator clips around the initial model in
+    # round 1 (asked of a silo) and around the global model after that.
+    bound = 0.5
+    strategy = FedAvg(lr=0.1, clip_norm=bound)
+    silos, orchestrator = _start(
+        namespace, three_silos, he="off", strategy=strategy, classes={"east": Boosting}
+    )
+    codec = PlainCodec()
+    try:
+        ray.get(orchestrator.setup.remote())
+        initial = codec.decode(ray.get(silos["north"].initial_weights.remote()))
+        models = [initial]
+        # Execute
+        for r in (1, 2):
+            record = ray.get(orchestrator.run_round.remote(r))
+            assert sorted(record.participants) == ["east", "north", "south"]
+            models.append(codec.decode(ray.get(orchestrator.state.remote()).global_payload))
+        # Assert: the global model moved at most the bound each round (a mean of clipped changes)
+        for before, after in zip(models, models[1:], strict=False):
+            assert 0 < np.linalg.norm(after - before) <= bound + 1e-9
     finally:
         _cleanup(silos, orchestrator)
