@@ -111,17 +111,6 @@ def test_encrypted_rounds_with_a_public_only_orchestrator(ray_local, namespace, 
         _cleanup(silos, orchestrator)
 
 
-def test_fedprox_runs_in_plaintext(ray_local, namespace, three_silos) -> None:
-    silos, orchestrator = _start(namespace, three_silos, he="off", strategy=FedProx(lr=0.1, mu=0.1))
-    try:
-        setup = ray.get(orchestrator.setup.remote())
-        record = ray.get(orchestrator.run_round.remote(1))
-        assert setup.codec == {"scheme": "off"}
-        assert len(record.participants) == 3 and record.failures == ()
-    finally:
-        _cleanup(silos, orchestrator)
-
-
 def test_bad_silo_data_stops_setup_naming_the_silo(ray_local, namespace, three_silos, write_table) -> None:
     three_silos["west"] = write_table("west", synthetic_silo(30, seed=9).drop(columns=["x2"]))
     silos, orchestrator = _start(namespace, three_silos)
@@ -333,22 +322,23 @@ class Boosting(SiloWorker):
 
 
 def test_plaintext_orchestrator_bounds_every_update_from_round_one(ray_local, namespace, three_silos) -> None:
-    # Prepare: "east" boosts its update; the orchestrator clips around the initial model in
-    # round 1 (asked of a silo) and around the global model after that.
+    # Prepare: FedProx in plaintext; "east" boosts its update; the orchestrator clips around
+    # the initial model in round 1 (asked of a silo) and around the global model after that.
     bound = 0.5
-    strategy = FedAvg(lr=0.1, clip_norm=bound)
+    strategy = FedProx(lr=0.1, mu=0.1, clip_norm=bound)
     silos, orchestrator = _start(
         namespace, three_silos, he="off", strategy=strategy, classes={"east": Boosting}
     )
     codec = PlainCodec()
     try:
-        ray.get(orchestrator.setup.remote())
+        setup = ray.get(orchestrator.setup.remote())
+        assert setup.codec == {"scheme": "off"}
         initial = codec.decode(ray.get(silos["north"].initial_weights.remote()))
         models = [initial]
         # Execute
         for r in (1, 2):
             record = ray.get(orchestrator.run_round.remote(r))
-            assert sorted(record.participants) == ["east", "north", "south"]
+            assert sorted(record.participants) == ["east", "north", "south"] and record.failures == ()
             models.append(codec.decode(ray.get(orchestrator.state.remote()).global_payload))
         # Assert: the global model moved at most the bound each round (a mean of clipped changes)
         for before, after in zip(models, models[1:], strict=False):
