@@ -79,3 +79,8 @@ def test_record_mode_refuses_past_its_budget_as_data(write_table, tmp_path: Path
         assert res.error.startswith(f"privacy budget spent: epsilon {res.epsilon:.3f} of 2")
         assert res.evaluation is not None  # the incoming model was still scored
     assert (tmp_path / "s0.json").is_file()
+    # A restarted silo (a new worker from the same spec, as Ray restarts it) reads what it spent
+    restarted = _ready(paths, dp, tmp_path)
+    again = [s.fit(FitIns(2, running.mean(), CONFIG)) for s in restarted]
+    for before, res in zip(first, again, strict=True):
+        assert res.budget_spent and res.epsilon == before.epsilon
