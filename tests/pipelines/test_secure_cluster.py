@@ -18,11 +18,11 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN = "fedsilo-test-token-0123456789abcdef"
 
 
-@pytest.fixture
-def secure_env(tmp_path: Path) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def secure_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from ray._private.services import get_node_ip_address
 
-    certs = tmp_path / "certs"
+    certs = tmp_path_factory.mktemp("certs")
     subprocess.run(
         [sys.executable, str(REPO / "infra" / "tls" / "make_certs.py"), "--out", str(certs),
          "--node", f"head={get_node_ip_address()}"],
@@ -39,19 +39,32 @@ def secure_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # one head for both tests
 def secure_head(secure_env: dict[str, str]) -> Iterator[str]:
     with ray_head("--include-dashboard", "false", env=secure_env) as port:
         yield f"127.0.0.1:{port}"
 
 
-def _run(tmp_path: Path, address: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    pipeline = tmp_path / "pipeline.toml"
+def _start(folder: Path, address: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    folder.mkdir(exist_ok=True)
+    pipeline = folder / "pipeline.toml"
     pipeline.write_text(example_pipeline_text())
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "run", str(pipeline), "--address", address, "--rounds", "2"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def _finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _run(folder: Path, address: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return _finish(_start(folder, address, env))
 
 
 def test_a_federation_runs_on_a_token_and_tls_cluster(secure_head: str, secure_env, tmp_path: Path) -> None:
@@ -63,9 +76,14 @@ def test_a_federation_runs_on_a_token_and_tls_cluster(secure_head: str, secure_e
 def test_a_client_without_the_token_is_refused(secure_head: str, secure_env, tmp_path: Path) -> None:
     no_token = {k: v for k, v in secure_env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
     no_token["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "no-such-token")  # not ~/.ray/auth_token either
-    result = _run(tmp_path, secure_head, no_token)
+    wrong = {**secure_env, "RAY_AUTH_TOKEN": "not-the-token"}
+    # Both clients at once: each spends most of its time in Ray's connection retries
+    clients = [
+        _start(tmp_path / "none", secure_head, no_token),
+        _start(tmp_path / "wrong", secure_head, wrong),
+    ]
+    result, wrong_result = (_finish(c) for c in clients)
     assert result.returncode == 1
     assert f"cannot join the Ray cluster at {secure_head}" in result.stderr
     assert "Traceback" not in result.stderr
-    wrong = {**secure_env, "RAY_AUTH_TOKEN": "not-the-token"}
-    assert _run(tmp_path, secure_head, wrong).returncode == 1
+    assert wrong_result.returncode == 1 and "Traceback" not in wrong_result.stderr, wrong_result.stderr[-999:]
