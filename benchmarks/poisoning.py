@@ -84,7 +84,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for attack, rule in dict.fromkeys((r["attack"], r["rule"]) for r in rows):
         runs = [r for r in rows if (r["attack"], r["rule"]) == (attack, rule)]
         seeds = [r["seed"] for r in runs]
-        acc = np.array([by_key[attack, rule, s] for s in seeds])
+        acc = np.array([r["global_accuracy"] for r in runs])
         vs_fedavg = acc - np.array([by_key["none", "fedavg", s] for s in seeds])
         own = [by_key.get(("none", rule, s)) for s in seeds]
         vs_own = acc - np.array(own, dtype=float) if None not in own else None

@@ -30,15 +30,21 @@ def _uniform(n: int) -> np.ndarray:
     return np.ones(n)
 
 
+def _checked_weights(weights: np.ndarray | None, n: int) -> np.ndarray:
+    """``weights`` as floats (equal weights when None), or ValueError unless n of them, none
+    negative, with a positive sum."""
+    w = _uniform(n) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != (n,) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"need {n} non-negative weights with a positive sum, got {w.tolist()}")
+    return w
+
+
 def median(updates: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Weighted coordinate-wise median: per coordinate, the value at which the cumulative weight
     of the sorted values reaches half the total. Where it lands exactly on half (between two
     values), the mean of those two, so equal weights give the ordinary median (``np.median``).
     A silo with more than half the total weight decides every coordinate."""
-    n = len(updates)
-    w = _uniform(n) if weights is None else np.asarray(weights, dtype=float)
-    if w.shape != (n,) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"need {n} non-negative weights with a positive sum, got {w.tolist()}")
+    w = _checked_weights(weights, len(updates))
     order = np.argsort(updates, axis=0, kind="stable")
     ordered = np.take_along_axis(updates, order, axis=0)
     cumulative = np.cumsum(w[order], axis=0)
@@ -94,16 +100,14 @@ def multi_krum(updates: np.ndarray, weights: np.ndarray, byzantine: int, m: int 
 
 
 def geometric_median(
-    updates: np.ndarray, weights: np.ndarray, *, iterations: int = 100, smoothing: float = 1e-6
+    updates: np.ndarray, weights: np.ndarray | None = None, *, iterations: int = 100, smoothing: float = 1e-6
 ) -> np.ndarray:
     """The point z minimising sum_k n_k ||w_k - z|| (Weiszfeld's iterations, each distance at
     least ``smoothing`` as in RFA). Unlike the coordinate-wise median it keeps whole updates and
     their weights: with silos close together it is near their weighted mean, and an update
     pulls on it with a force of its weight, however far it is sent (breakdown point: half the
     total weight)."""
-    w = np.asarray(weights, dtype=float)
-    if w.shape != (len(updates),) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"need {len(updates)} non-negative weights with a positive sum, got {w.tolist()}")
+    w = _checked_weights(weights, len(updates))
     z = (updates * w[:, None]).sum(axis=0) / w.sum()
     scale = max(1.0, float(np.abs(updates).max()))
     for _ in range(iterations):
@@ -143,7 +147,7 @@ def combine(
     if rule == "multi_krum":
         return multi_krum(updates, weights, byzantine, multi_krum_m)
     if rule == "geometric_median":
-        return geometric_median(updates, _uniform(len(updates)) if rank_weights is None else rank_weights)
+        return geometric_median(updates, rank_weights)
     raise ValueError(f"unknown aggregation rule {rule!r}; choose one of {RULES}")
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.strategies import Strategy, make_strategy
-from pipelines.spec import ROBUST_STRATEGIES, LoadedPipeline
+from orchestrator.strategies import ROBUST, Strategy, make_strategy
+from pipelines.spec import LoadedPipeline
 from privacy.dp import DPConfig
 from privacy.keyfile import PUBLIC_NAME, SECRET_NAME, read_public_key_file
 from privacy.params import CKKSParams, HEConfig, PackedParams
@@ -128,7 +128,7 @@ def strategy(loaded: LoadedPipeline) -> Strategy:
         params["clip_norm"] = t.clip_norm
     if t.strategy in ("fedadam", "fedyogi", "fedadagrad"):
         params.update(server_lr=t.server_lr, beta1=t.beta1, beta2=t.beta2, tau=t.tau)
-    if t.strategy in ROBUST_STRATEGIES:
+    if t.strategy in ROBUST:
         params.update(trim_fraction=t.trim_fraction, byzantine=t.byzantine, multi_krum_m=t.multi_krum_m)
         params["robust_weighting"] = t.robust_weighting
     return make_strategy(t.strategy, **params)

@@ -87,7 +87,7 @@ Strategy = Literal[
     "fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "scaffold", "median", "trimmed_mean", "krum",
     "multi_krum", "geometric_median",
 ]  # fmt: skip
-ROBUST_STRATEGIES = ROBUST  # orchestrator.strategies owns the list; a test checks Strategy covers it
+# ROBUST (orchestrator.strategies) owns the list of robust rules; a test checks Strategy names them all.
 
 
 class TrainingSection(_Section):
@@ -116,7 +116,7 @@ class TrainingSection(_Section):
 def check_strategy(training: TrainingSection, he: str, n_silos: int) -> None:
     """Strategy settings that only make sense together; raises ValueError saying what to choose."""
     strategy = training.strategy
-    if strategy in ROBUST_STRATEGIES and he != "off":
+    if strategy in ROBUST and he != "off":
         raise ValueError(
             f"training.strategy = {strategy!r} must see single updates, which privacy.he = {he!r} hides; "
             "use privacy.he = 'off' or strategy = 'fedavg' with training.clip_norm"
