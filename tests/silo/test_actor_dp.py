@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from orchestrator.schema import agree
 from privacy.codec import PlainCodec
@@ -84,3 +85,21 @@ def test_record_mode_refuses_past_its_budget_as_data(write_table, tmp_path: Path
     again = [s.fit(FitIns(2, running.mean(), CONFIG)) for s in restarted]
     for before, res in zip(first, again, strict=True):
         assert res.budget_spent and res.epsilon == before.epsilon
+
+
+@pytest.mark.parametrize("accountant", ["prv", "gdp"])
+def test_record_mode_calibrates_and_spends_the_budget_with_each_opacus_accountant(
+    write_table, accountant: str
+) -> None:
+    paths = [write_table(f"{accountant}{i}", synthetic_silo(n, seed=i)) for i, n in enumerate([120, 80])]
+    dp = DPConfig(mode="record", target_epsilon=3.0, delta=1e-3, accountant=accountant, planned_rounds=2)
+    silos = _ready(paths, dp)
+
+    first = [s.fit(FitIns(1, None, CONFIG)) for s in silos]
+    running = _sum(PlainCodec(), silos, [r.bound_hint for r in first], "round-1")
+    second = [s.fit(FitIns(2, running.mean(), CONFIG)) for s in silos]
+
+    for one, two in zip(first, second, strict=True):
+        assert not one.has_error() and not two.has_error()
+        assert 0 < (one.epsilon or 0) < (two.epsilon or 0) <= 3.0
+        assert two.epsilon == pytest.approx(3.0, rel=0.05)  # the planned rounds spend the target
