@@ -5,6 +5,7 @@ Attacks, by a `SiloWorker` subclass made here (it trains honestly, then replaces
   scaled    w_global + 10 (w_k - w_global)   (a boosted update)
   flipped   w_global - 10 (w_k - w_global)   (sign-flipped, boosted)
   noise     w_global + a random direction of norm 10
+  absent    sends nothing (still scores the global model): the other silos federate alone
 
 The attacker is `long-beach` (160 training rows, a quarter of the federation's). Krum with
 4 silos can assume f = 0 only (it needs n > 2f + 2); multi-Krum averages the best m = 3;
@@ -61,6 +62,9 @@ def attacker(kind: str) -> type[SiloWorker]:
             res = super().fit(ins)
             if self._staged is None:
                 return res
+            if kind == "absent":  # trains, so it still scores the global model, but sends nothing
+                self._staged = None
+                return dataclasses.replace(res, error="absent: the honest silos' federation")
             values, weight, exact = self._staged
             if kind == "scaled":
                 poisoned = start + BOOST * (values - start)
@@ -99,7 +103,9 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    attacks = ["none", "scaled", "flipped", "noise"]  # none: each rule without an attacker
+    # none: each rule without an attacker; absent: the attacker sends nothing (its rows stay out of
+    # training but its validation rows are scored), what a rule that spots it perfectly would reach
+    attacks = ["none", "absent", "scaled", "flipped", "noise"]
     parser.add_argument("--attacks", nargs="+", choices=attacks, default=["flipped"])
     parser.add_argument("--rules", nargs="+", choices=list(RULES), default=list(RULES))
     parser.add_argument("--rounds", type=int, default=20)
