@@ -32,7 +32,7 @@ from orchestrator.schema import agree
 from orchestrator.server_step import leader_step
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import Aggregator, Strategy
-from privacy.aggregate import WeightedSum
+from privacy.aggregate import WeightedSum, check_weight
 from privacy.codec import Codec, CodecError, Payload, PlainCodec, check_payload
 from privacy.schemes import public_codec
 from privacy.signing import SignatureError, verify_update
@@ -154,6 +154,7 @@ class Orchestrator:
                     raise update
                 item = verify_update(update, name, f"{phase}/{name}", self._signing[name])
                 check_payload(self._codec.name, item.payload, length, key_id=self._codec.key_id)
+                check_weight(item.weight)
                 running.add(item)  # streamed: one running sum, never every update at once
                 self._sample_memory()
             except RayError as err:

@@ -57,12 +57,15 @@ def median(updates: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray
 
 
 def trimmed_mean(updates: np.ndarray, fraction: float, weights: np.ndarray | None = None) -> np.ndarray:
-    """Per coordinate: drop the k = floor(fraction * n) largest and smallest values, then the
-    weighted mean of the rest (each value keeps its silo's weight). The trim counts silos, not
-    weight, so k attackers are cut whatever weight they claim; equal weights give the ordinary
-    trimmed mean."""
+    """Per coordinate: drop the k = floor(fraction * n) largest and smallest values, but at least
+    one when fraction > 0 and three or more are left to trim (a round with fewer answers than
+    planned must not quietly become the mean), then the weighted mean of the rest (each value
+    keeps its silo's weight). The trim counts silos, not weight, so k attackers are cut whatever
+    weight they claim; equal weights give the ordinary trimmed mean."""
     n = len(updates)
     cut = int(np.floor(fraction * n))
+    if fraction > 0 and n >= 3:
+        cut = max(cut, 1)
     if 2 * cut >= n:
         raise ValueError(f"trim fraction {fraction} leaves nothing of {n} updates")
     w = _uniform(n) if weights is None else np.asarray(weights, dtype=float)
@@ -178,11 +181,12 @@ class RobustSum:
         if not np.all(np.isfinite(values)):
             raise CodecError("update has NaN or infinite values")
         ref = self._reference
-        if self._clip > 0 and ref is not None and ref.size == values.size:
-            clipped = clip_to_norm(values - ref, self._clip)
+        if self._clip > 0 and ref is not None and ref.size <= values.size:
+            n = ref.size  # the model; SCAFFOLD's control variate after it is not a model change
+            clipped = clip_to_norm(values[:n] - ref, self._clip)
             if clipped.scale < 1.0:
                 self.clipped += 1
-                values = ref + clipped.values
+                values = np.concatenate([ref + clipped.values, values[n:]])
         if self._rule == "mean":
             self._sum = values * item.weight if self._sum is None else self._sum + values * item.weight
         else:

@@ -79,6 +79,35 @@ def privacy_tags(spec: Pipeline, codec: dict[str, str], summary: dict[str, Any])
     return {PREFIX + key: value for key, value in tags.items()}
 
 
+def check_warm_start_privacy(dp: str, source: str, source_tags: dict[str, str]) -> str | None:
+    """Why a run with ``dp`` must not start from a version with these privacy tags, or None.
+    A DP run's epsilon covers its own rounds only; the source's training on the same silos
+    must be DP in the same sense for the two to compose (see `chained_privacy`)."""
+    source_dp = source_tags.get(PREFIX + "dp", "off")
+    if dp == "off" or source_dp == dp:
+        return None
+    return (
+        f"{source} was trained with privacy.dp = {source_dp!r}; this run's dp = {dp!r} would publish "
+        f"a model whose epsilon does not cover that training on the same silos; start cold (remove "
+        f"model.from) or train the source with dp = {dp!r}"
+    )
+
+
+def chained_privacy(tags: dict[str, str], source: str, source_tags: dict[str, str]) -> dict[str, str]:
+    """Tags for a DP run warm-started from a DP version: epsilon and delta over the whole chain
+    by basic composition (their sums, an upper bound: the same silos' data may be in both)."""
+
+    def total(key: str) -> float:
+        return float(source_tags.get(PREFIX + key + "_total", source_tags.get(PREFIX + key, "0")))
+
+    chain = source_tags.get(PREFIX + "chain", "")
+    return {
+        PREFIX + "epsilon_total": f"{total('epsilon') + float(tags[PREFIX + 'epsilon']):.4f}",
+        PREFIX + "delta_total": f"{total('delta') + float(tags[PREFIX + 'delta']):g}",
+        PREFIX + "chain": ",".join(filter(None, [chain, source])),
+    }
+
+
 def privacy_card(spec: Pipeline, summary: dict[str, Any], stopped: str | None) -> str:
     """The model card's words on differential privacy (one bullet list)."""
     p = spec.privacy

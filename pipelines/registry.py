@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -63,6 +63,7 @@ class ResolvedModel:
     name: str
     version: str
     run_id: str
+    privacy: dict[str, str] = field(default_factory=dict)  # its fedsilo.privacy.* tags
 
     @property
     def uri(self) -> str:
@@ -185,7 +186,8 @@ class Registry:
         else:
             assert ref.version is not None
             found = self.version(ref.name, ref.version)
-        return ResolvedModel(uri, ref.name, str(found.version), found.run_id or "")
+        privacy = {k: v for k, v in (found.tags or {}).items() if k.startswith("fedsilo.privacy.")}
+        return ResolvedModel(uri, ref.name, str(found.version), found.run_id or "", privacy)
 
     def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():

@@ -21,7 +21,7 @@ from orchestrator.records import OrchestratorState, SetupReport
 from pipelines import checkpoint, federation
 from pipelines.console import round_progress, setup_table, summary_table
 from pipelines.lineage import lifecycle_card, lifecycle_version_tags
-from pipelines.privacy_report import delta_problems, privacy_tags
+from pipelines.privacy_report import chained_privacy, delta_problems, privacy_tags
 from pipelines.registry import check_reachable
 from pipelines.report import RunSummary, metrics_figure, model_card
 from pipelines.spec import LoadedPipeline, PipelineError
@@ -186,6 +186,8 @@ def run_federation(
         publish_start = time.perf_counter()
         with console.status(f"silo {spec.publisher} is publishing the model to the registry"):
             privacy = privacy_tags(spec, setup.codec, summary.privacy)
+            if warm is not None and spec.privacy.dp != "off":
+                privacy.update(chained_privacy(privacy, warm.uri, warm.privacy))
             tracker.set_tags(privacy)
             request = PublishRequest(
                 tracking_uri=tracking_uri,

@@ -113,18 +113,25 @@ class TrainingSection(_Section):
     clip_norm: float | None = Field(None, gt=0)  # bound on ||w_k - w_global||_2
 
 
-def check_strategy(training: TrainingSection, he: str, n_silos: int) -> None:
-    """Strategy settings that only make sense together; raises ValueError saying what to choose."""
+def check_strategy(training: TrainingSection, he: str, n_silos: int, min_silos: int) -> None:
+    """Strategy settings that only make sense together; raises ValueError saying what to choose.
+    A round goes ahead with min_silos answers, so what a rule needs is checked against those."""
     strategy = training.strategy
     if strategy in ROBUST and he != "off":
         raise ValueError(
             f"training.strategy = {strategy!r} must see single updates, which privacy.he = {he!r} hides; "
             "use privacy.he = 'off' or strategy = 'fedavg' with training.clip_norm"
         )
-    if strategy in ("krum", "multi_krum") and n_silos <= 2 * training.byzantine + 2:
+    if strategy in ROBUST and min_silos < 3:
+        raise ValueError(
+            f"training.strategy = {strategy!r} with min_silos = {min_silos}: a round of two "
+            "updates gets their mean (Krum: whichever is scored first), no protection; set min_silos >= 3"
+        )
+    if strategy in ("krum", "multi_krum") and min_silos <= 2 * training.byzantine + 2:
         raise ValueError(
             f"training.strategy = {strategy!r} with byzantine = {training.byzantine} needs more than "
-            f"{2 * training.byzantine + 2} silos (n > 2f + 2), {n_silos} are listed; lower byzantine"
+            f"{2 * training.byzantine + 2} silos in every round (n > 2f + 2), min_silos is "
+            f"{min_silos}; lower byzantine or raise min_silos"
         )
     if training.multi_krum_m is not None and training.multi_krum_m > n_silos:
         raise ValueError(
@@ -132,6 +139,46 @@ def check_strategy(training: TrainingSection, he: str, n_silos: int) -> None:
         )
     if strategy == "scaffold" and training.optimizer != "sgd":
         raise ValueError("training.strategy = 'scaffold' corrects SGD steps; use optimizer = 'sgd'")
+
+
+def check_dp(dp: str, training: TrainingSection, he: str, min_silos: int) -> None:
+    """Differential privacy with what it cannot protect; raises ValueError saying what to choose."""
+    strategy = training.strategy
+    if dp == "record" and strategy == "scaffold":
+        raise ValueError(
+            "privacy.dp = 'record' trains with DP-SGD, which does not apply SCAFFOLD's gradient "
+            "correction; use training.strategy = 'fedavg', 'fedadam' or 'fedyogi'"
+        )
+    if dp == "record" and strategy == "fedprox":
+        raise ValueError(
+            "privacy.dp = 'record' trains with DP-SGD, which does not clip FedProx's proximal term; "
+            "use training.strategy = 'fedavg'"
+        )
+    if dp != "silo":
+        return
+    if strategy in ROBUST:
+        raise ValueError(
+            f"privacy.dp = 'silo' sizes each silo's noise share so that a sum of min_silos updates carries "
+            f"the full noise; training.strategy = {strategy!r} picks or sorts single updates instead of "
+            "summing them, so it would release updates with a share of the noise; use 'fedavg', "
+            "'fedadam', 'fedyogi' or 'fedadagrad'"
+        )
+    if strategy == "scaffold":
+        raise ValueError(
+            "privacy.dp = 'silo' trains without SCAFFOLD's drift correction; use training.strategy = "
+            "'fedavg', 'fedadam' or 'fedyogi'"
+        )
+    if he == "off" and min_silos > 1:
+        raise ValueError(
+            f"privacy.dp = 'silo' with privacy.he = 'off': the orchestrator would see each update with "
+            f"1/{min_silos} of the noise variance; use privacy.he = 'packed' (or 'ckks') so only the sum "
+            "is decrypted, or min_silos = 1 so each silo adds the full noise"
+        )
+    if training.clip_norm is not None:
+        raise ValueError(
+            "privacy.dp = 'silo' bounds each update by privacy.max_grad_norm before adding noise; "
+            "training.clip_norm would clip after the noise, which the accounting does not cover; remove it"
+        )
 
 
 # SEAL's 128-bit-security bound on the total coefficient modulus, per ring degree.
@@ -302,17 +349,8 @@ class Pipeline(_Section):
                     f"{packed.max_silos or len(names)} silos do not fit a {packed.plain_modulus_bits}-bit "
                     "plain modulus; lower value_bits or max_silos"
                 )
-        check_strategy(self.training, self.privacy.he, len(names))
-        if self.privacy.dp == "record" and self.training.strategy == "scaffold":
-            raise ValueError(
-                "privacy.dp = 'record' trains with DP-SGD, which does not apply SCAFFOLD's gradient "
-                "correction; use training.strategy = 'fedavg', 'fedadam' or 'fedyogi'"
-            )
-        if self.privacy.dp == "record" and self.training.strategy == "fedprox":
-            raise ValueError(
-                "privacy.dp = 'record' trains with DP-SGD, which does not clip FedProx's proximal term; "
-                "use training.strategy = 'fedavg'"
-            )
+        check_strategy(self.training, self.privacy.he, len(names), self.min_silos)
+        check_dp(self.privacy.dp, self.training, self.privacy.he, self.min_silos)
         if self.privacy.keys is not None and self.privacy.he == "off":
             raise ValueError("privacy.keys is set but privacy.he = 'off' uses no keys")
         return self

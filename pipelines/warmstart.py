@@ -20,6 +20,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from pipelines.privacy_report import check_warm_start_privacy
 from pipelines.registry import CHAMPION, Registry, RegistryError, ResolvedModel
 from pipelines.spec import LoadedPipeline
 from pipelines.tracking import resolve_tracking_uri
@@ -33,9 +34,13 @@ def resolve_warm_start(loaded: LoadedPipeline, tracking_uri: str) -> ResolvedMod
     if source is None:
         return None
     try:
-        return Registry(tracking_uri).resolve(source)
+        resolved = Registry(tracking_uri).resolve(source)
     except RegistryError as err:
         raise RegistryError(f"{loaded.path.name}: model.from: {err}", err.exit_code) from None
+    refusal = check_warm_start_privacy(loaded.spec.privacy.dp, resolved.describe(), resolved.privacy)
+    if refusal is not None:
+        raise RegistryError(f"{loaded.path.name}: model.from: {refusal}", 2)
+    return resolved
 
 
 def with_champion_warm_start(loaded: LoadedPipeline, tracking_uri: str | None = None) -> LoadedPipeline:
@@ -61,6 +66,11 @@ def with_champion_warm_start(loaded: LoadedPipeline, tracking_uri: str | None = 
         logger.warning("warm start: none, a cold start (%s has no @%s yet)", name, CHAMPION)
         return loaded
     source = f"models:/{name}@{CHAMPION}"
+    tags = {k: v for k, v in (champion.tags or {}).items() if k.startswith("fedsilo.privacy.")}
+    refusal = check_warm_start_privacy(spec.privacy.dp, f"{source} (version {champion.version})", tags)
+    if refusal is not None:
+        logger.warning("warm start: none, a cold start (%s)", refusal)
+        return loaded
     logger.info("warm start: from %s (version %s)", source, champion.version)
     model = spec.model.model_copy(update={"from_": source})
     return replace(loaded, spec=spec.model_copy(update={"model": model}))

@@ -17,13 +17,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privacy.codec import Codec, Payload
+from privacy.codec import Codec, CodecError, Payload
 
 
 @dataclass(frozen=True)
 class WeightedPayload:
     payload: Payload  # Enc(weight * values)
     weight: float  # public: the orchestrator needs it to normalise
+
+
+def check_weight(weight: float) -> None:
+    """The orchestrator's check of a weight a silo claims: a zero, negative or non-finite weight
+    would let one silo cancel, invert or swamp the others (CodecError: the update is refused)."""
+    if not (np.isfinite(weight) and weight > 0):
+        raise CodecError(f"aggregation weight {weight!r} is not a positive finite number")
 
 
 def bound_hint(values: Sequence[float] | np.ndarray, weight: float = 1.0) -> float:
@@ -45,8 +52,7 @@ def encode_weighted(
     exact: bool = False,
 ) -> WeightedPayload:
     """Enc(weight * values); ``bound`` is the range every silo agreed on (see `bound_hint`)."""
-    if weight <= 0:
-        raise ValueError(f"aggregation weight must be positive, got {weight}")
+    check_weight(weight)
     scaled = np.asarray(values, dtype=np.float64) * weight
     return WeightedPayload(codec.encode(scaled, bound=bound, tag=tag, exact=exact), float(weight))
 

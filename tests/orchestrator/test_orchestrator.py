@@ -14,7 +14,7 @@ from orchestrator.actor import Orchestrator
 from orchestrator.errors import RoundFailed, SchemaMismatch, SetupFailed
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import FedAvg, FedProx
-from privacy.aggregate import encode_weighted
+from privacy.aggregate import WeightedPayload, encode_weighted
 from privacy.codec import PlainCodec
 from privacy.keyfile import read_public_key_file, write_key_files
 from privacy.packed import PackedKeys
@@ -253,10 +253,23 @@ class WrongKey(SiloWorker):
         )
 
 
+class NegativeWeight(SiloWorker):
+    """Claims weight -1 (signed properly): in a weighted mean it would subtract itself."""
+
+    def encode_staged(self, tag: str, bound: float) -> SignedUpdate:
+        if tag.startswith("stats"):
+            return super().encode_staged(tag, bound)
+        assert self._staged is not None
+        values, _, _ = self._staged
+        payload = self._require_codec().encode(-np.asarray(values), bound=bound, tag=tag)
+        item = WeightedPayload(payload, -1.0)  # encode_weighted itself refuses the weight
+        return self._signer.sign(self.name, tag, item)
+
+
 def test_bad_updates_are_refused_by_name_and_the_round_goes_on(ray_local, namespace, write_table) -> None:
     # Prepare: two honest silos and five that misbehave once rounds start
     kinds = {"replay": Replaying, "tamper": Tampering, "impostor": Impostor, "unsigned": Unsigned,
-             "wrongkey": WrongKey}  # fmt: skip
+             "wrongkey": WrongKey, "negative": NegativeWeight}  # fmt: skip
     names = ["honest-a", "honest-b", *kinds]
     paths = {name: write_table(name, synthetic_silo(40, seed=i)) for i, name in enumerate(names)}
     silos, orchestrator = _start(namespace, paths, min_silos=2, classes=kinds)
@@ -273,6 +286,8 @@ def test_bad_updates_are_refused_by_name_and_the_round_goes_on(ray_local, namesp
         assert "bad signature" in reasons["tamper"] and "bad signature" in reasons["impostor"]
         assert "not signed" in reasons["unsigned"]
         assert "encrypted under another key" in reasons["wrongkey"]
+        assert "aggregation weight -1.0 is not a positive finite number" in reasons["negative"]
+        assert "negative" not in first.participants
         final = ray.get(orchestrator.evaluate.remote())
         assert final.accuracy > 0.6
     finally:

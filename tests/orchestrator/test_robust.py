@@ -101,9 +101,16 @@ def test_equal_weights_give_the_ordinary_median_and_trimmed_mean(rows: np.ndarra
     n = len(rows)
     weights = np.full(n, weight)
     assert median(rows, weights) == pytest.approx(np.median(rows, axis=0), abs=1e-9)
-    cut = n // 4 if 2 * (n // 4) < n else 0
+    cut = max(n // 4, 1) if n >= 3 else 0  # at least one from each end once three are left
     expected = np.sort(rows, axis=0)[cut : n - cut].mean(axis=0)
     assert trimmed_mean(rows, 0.25, weights) == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_round_with_fewer_answers_still_trims_one_from_each_end() -> None:
+    # Planned for four silos (0.25: one cut), three answered: floor(0.75) = 0, but one is cut.
+    rows = np.array([[0.0], [1.0], [100.0]])
+    assert trimmed_mean(rows, 0.25) == pytest.approx([1.0])
+    assert trimmed_mean(rows[:2], 0.25) == pytest.approx([0.5])  # two: nothing can be cut
 
 
 def test_krum_scores_by_hand_and_picks_an_honest_update() -> None:
@@ -189,6 +196,16 @@ def test_robust_sum_rejects_non_finite_updates_and_clips_around_the_reference() 
     running.add(_item(codec, [0.0, 0.5], 2.0, "c"))
     assert running.count == 2 and running.clipped == 1
     assert codec.decode(running.mean()) == pytest.approx([0.3, 0.65])
+
+
+def test_robust_sum_clips_scaffolds_model_half_and_leaves_its_control_variate() -> None:
+    codec = PlainCodec()
+    running = RobustSum(codec, "mean", reference=np.zeros(3), clip_norm=1.0)  # a 3-parameter model
+
+    running.add(_item(codec, [100.0, 0.0, 0.0, 5.0, 5.0, 5.0], 1.0, "round-1/a"))  # [w ; c + dc]
+
+    assert running.clipped == 1
+    assert codec.decode(running.mean()) == pytest.approx([1.0, 0.0, 0.0, 5.0, 5.0, 5.0])
 
 
 def test_robust_sum_median_ignores_a_scaled_update() -> None:

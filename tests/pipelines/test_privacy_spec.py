@@ -9,7 +9,13 @@ import pytest
 
 from pipelines import build
 from pipelines.cli import main
-from pipelines.privacy_report import delta_problems, privacy_card, privacy_tags
+from pipelines.privacy_report import (
+    chained_privacy,
+    check_warm_start_privacy,
+    delta_problems,
+    privacy_card,
+    privacy_tags,
+)
 from pipelines.spec import PipelineError, parse_pipeline
 from tests.conftest import example_pipeline_text
 
@@ -35,7 +41,8 @@ he = "off"
 
 
 def _parse(privacy: str, training: str = ""):
-    return parse_pipeline(BASE + privacy + training, Path("/p/pipeline.toml"))
+    base = BASE.replace('he = "off"', 'he = "packed"') if 'dp = "silo"' in privacy else BASE
+    return parse_pipeline(base + privacy + training, Path("/p/pipeline.toml"))
 
 
 def _problems(privacy: str, training: str = "") -> list[str]:
@@ -66,6 +73,24 @@ def test_impossible_dp_settings_are_refused_with_line_and_field(privacy: str, ex
 def test_record_dp_with_fedprox_is_refused() -> None:
     problems = _problems('dp = "record"\ntarget_epsilon = 8\n', '[training]\nstrategy = "fedprox"\n')
     assert any("does not clip FedProx's proximal term" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("privacy", "training", "expected"),
+    [
+        ('"off"\ndp = "silo"\ntarget_epsilon = 8', "", "the orchestrator would see each update with 1/3 of"),
+        ('"packed"\ndp = "silo"\ntarget_epsilon = 8', '"scaffold"', "without SCAFFOLD's drift correction"),
+        ('"packed"\ndp = "silo"\ntarget_epsilon = 8', '"fedavg"\nclip_norm = 0.5', "clip after the noise"),
+        ('"off"\ndp = "silo"\ntarget_epsilon = 8', '"median"', "picks or sorts single updates"),
+    ],
+)  # fmt: skip
+def test_silo_dp_refuses_what_would_release_a_share_of_the_noise(
+    privacy: str, training: str, expected: str
+) -> None:
+    text = example_pipeline_text(he=privacy, **({"strategy": training} if training else {}))
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline(text, Path("/p/pipeline.toml"))
+    assert any(expected in p for p in caught.value.problems), caught.value.problems
 
 
 def test_dp_settings_reach_the_silos_and_the_strategy() -> None:
@@ -141,3 +166,30 @@ def test_tags_and_card_say_what_protects_the_model() -> None:
     assert "- training stopped early: stopped after round 2: privacy budget of silo(s) a spent:" in card
     assert "- silos that contributed: a" in card
     assert off.startswith("- differential privacy: off") and "contributed: a, b" in off
+
+
+def test_a_dp_run_starts_only_from_a_version_with_the_same_dp_and_sums_the_chain() -> None:
+    off = {"fedsilo.privacy.dp": "off"}
+    record = {
+        "fedsilo.privacy.dp": "record",
+        "fedsilo.privacy.epsilon": "2.0000",
+        "fedsilo.privacy.delta": "1e-05",
+    }
+    this = {"fedsilo.privacy.epsilon": "1.5000", "fedsilo.privacy.delta": "1e-05"}
+
+    refusal = check_warm_start_privacy("record", "models:/m/1", off)
+    chained = chained_privacy(this, "models:/m/2", record)
+    again = chained_privacy(this, "models:/m/3", {**record, **chained})
+
+    assert refusal is not None and "models:/m/1 was trained with privacy.dp = 'off'" in refusal
+    assert check_warm_start_privacy("record", "models:/m/1", {}) is not None  # untagged: not DP
+    assert check_warm_start_privacy("silo", "models:/m/2", record) is not None
+    assert check_warm_start_privacy("record", "models:/m/2", record) is None
+    assert check_warm_start_privacy("off", "models:/m/1", off) is None
+    assert chained == {
+        "fedsilo.privacy.epsilon_total": "3.5000",
+        "fedsilo.privacy.delta_total": "2e-05",
+        "fedsilo.privacy.chain": "models:/m/2",
+    }
+    assert again["fedsilo.privacy.epsilon_total"] == "5.0000"
+    assert again["fedsilo.privacy.chain"] == "models:/m/2,models:/m/3"

@@ -20,9 +20,9 @@ target = "y"
 SILO = '\n[[silos]]\nname = "s{i}"\npath = "s{i}.csv"\n'
 
 
-def _text(training: str, he: str = "off", silos: int = 4) -> str:
+def _text(training: str, he: str = "off", silos: int = 4, min_silos: int = 3) -> str:
     return (
-        HEAD
+        HEAD.replace("\n\n", f"\nmin_silos = {min_silos}\n\n", 1)
         + "".join(SILO.format(i=i) for i in range(silos))
         + f"\n[training]\n{training}\n"
         + (f'\n[privacy]\nhe = "{he}"\n')
@@ -44,10 +44,16 @@ def test_a_robust_rule_under_he_is_refused_saying_why_and_what_instead(rule: str
     assert "use privacy.he = 'off' or strategy = 'fedavg' with training.clip_norm" in problem
 
 
-def test_krum_needs_more_than_2f_plus_2_silos() -> None:
-    (problem,) = _problems(_text('strategy = "krum"\nbyzantine = 1'))
-    assert "needs more than 4 silos (n > 2f + 2), 4 are listed" in problem
-    assert parse_pipeline(_text('strategy = "krum"\nbyzantine = 1', silos=5), Path("p.toml"))
+def test_krum_needs_more_than_2f_plus_2_silos_in_every_round() -> None:
+    (problem,) = _problems(_text('strategy = "krum"\nbyzantine = 1', silos=5, min_silos=4))
+    assert "needs more than 4 silos in every round (n > 2f + 2), min_silos is 4" in problem
+    assert parse_pipeline(_text('strategy = "krum"\nbyzantine = 1', silos=5, min_silos=5), Path("p.toml"))
+
+
+@pytest.mark.parametrize("rule", ROBUST)
+def test_a_robust_rule_needs_three_answers_in_every_round(rule: str) -> None:
+    (problem,) = _problems(_text(f'strategy = "{rule}"', min_silos=2))
+    assert "a round of two updates gets their mean" in problem and "set min_silos >= 3" in problem
 
 
 def test_other_strategy_checks() -> None:
