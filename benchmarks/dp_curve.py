@@ -14,6 +14,7 @@ setting is repeated and reported as mean and standard deviation.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -33,6 +34,7 @@ from pipelines import build
 from pipelines.spec import bundled_example, parse_pipeline
 from privacy.aggregate import WeightedSum
 from privacy.codec import Payload, PlainCodec
+from privacy.params import HEConfig
 from privacy.signing import verify_update
 from silo.actor import SiloWorker
 from silo.messages import FitIns
@@ -47,7 +49,9 @@ def pipeline_text(mode: str, epsilon: float, args: argparse.Namespace) -> str:
     text = re.sub(r"(?m)^lr = .*$", f"lr = {args.lr}", text)
     text = re.sub(r"(?m)^local_epochs = .*$", f"local_epochs = {args.local_epochs}", text)
     text = re.sub(r"(?m)^batch_size = .*$", f"batch_size = {args.batch_size}", text)
-    privacy = 'he = "off"'
+    # Silo-level DP must be encrypted (the schema refuses he = "off": the orchestrator would see
+    # single updates with a share of the noise); `federate` sums in plaintext, which equals it.
+    privacy = 'he = "packed"' if mode == "silo" else 'he = "off"'
     if mode != "off" and math.isfinite(epsilon):
         clip = args.clip if mode == "record" else args.silo_clip
         privacy += f'\ndp = "{mode}"\ntarget_epsilon = {epsilon}\ndelta = {args.delta}'
@@ -68,7 +72,9 @@ def _sum(silos: list[SiloWorker], hints: list[float], phase: str) -> WeightedSum
 def federate(text: str) -> tuple[GlobalEval, float | None, float | None]:
     """Run the pipeline's rounds in process; (final evaluation, max epsilon, max noise multiplier)."""
     loaded = parse_pipeline(text, EXAMPLE)
-    silos = [SiloWorker(spec) for spec in build.silo_specs(loaded)]
+    silos = [
+        SiloWorker(dataclasses.replace(spec, he=HEConfig(scheme="off"))) for spec in build.silo_specs(loaded)
+    ]
     schema = agree([s.describe() for s in silos])
     sums = _sum(silos, [s.stats_sums(schema) for s in silos], "stats-1").total()
     squares = _sum(silos, [s.stats_squares(sums) for s in silos], "stats-2").total()
