@@ -26,14 +26,10 @@ from privacy.codec import Codec, CodecError, Payload
 RULES = ("mean", "median", "trimmed_mean", "krum", "multi_krum", "geometric_median")
 
 
-def _uniform(n: int) -> np.ndarray:
-    return np.ones(n)
-
-
 def _checked_weights(weights: np.ndarray | None, n: int) -> np.ndarray:
     """``weights`` as floats (equal weights when None), or ValueError unless n of them, none
     negative, with a positive sum."""
-    w = _uniform(n) if weights is None else np.asarray(weights, dtype=float)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     if w.shape != (n,) or np.any(w < 0) or w.sum() <= 0:
         raise ValueError(f"need {n} non-negative weights with a positive sum, got {w.tolist()}")
     return w
@@ -68,7 +64,7 @@ def trimmed_mean(updates: np.ndarray, fraction: float, weights: np.ndarray | Non
         cut = max(cut, 1)
     if 2 * cut >= n:
         raise ValueError(f"trim fraction {fraction} leaves nothing of {n} updates")
-    w = _uniform(n) if weights is None else np.asarray(weights, dtype=float)
+    w = _checked_weights(weights, n)
     order = np.argsort(updates, axis=0, kind="stable")[cut : n - cut]
     kept = np.take_along_axis(updates, order, axis=0)
     kept_w = w[order]

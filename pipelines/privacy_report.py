@@ -80,7 +80,7 @@ def privacy_tags(spec: Pipeline, codec: dict[str, str], summary: dict[str, Any])
 
 
 def check_warm_start_privacy(dp: str, source: str, source_tags: dict[str, str]) -> str | None:
-    """Why a run with ``dp`` must not start from a version with these privacy tags, or None.
+    """Why a run with ``dp`` must not start from a version with these tags, or None.
     A DP run's epsilon covers its own rounds only; the source's training on the same silos
     must be DP in the same sense for the two to compose (see `chained_privacy`)."""
     source_dp = source_tags.get(PREFIX + "dp", "off")

@@ -63,7 +63,7 @@ class ResolvedModel:
     name: str
     version: str
     run_id: str
-    privacy: dict[str, str] = field(default_factory=dict)  # its fedsilo.privacy.* tags
+    tags: dict[str, str] = field(default_factory=dict)  # the version's tags (fedsilo.privacy.*, ...)
 
     @property
     def uri(self) -> str:
@@ -186,8 +186,7 @@ class Registry:
         else:
             assert ref.version is not None
             found = self.version(ref.name, ref.version)
-        privacy = {k: v for k, v in (found.tags or {}).items() if k.startswith("fedsilo.privacy.")}
-        return ResolvedModel(uri, ref.name, str(found.version), found.run_id or "", privacy)
+        return ResolvedModel(uri, ref.name, str(found.version), found.run_id or "", dict(found.tags or {}))
 
     def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():

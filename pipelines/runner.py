@@ -187,7 +187,7 @@ def run_federation(
         with console.status(f"silo {spec.publisher} is publishing the model to the registry"):
             privacy = privacy_tags(spec, setup.codec, summary.privacy)
             if warm is not None and spec.privacy.dp != "off":
-                privacy.update(chained_privacy(privacy, warm.uri, warm.privacy))
+                privacy.update(chained_privacy(privacy, warm.uri, warm.tags))
             tracker.set_tags(privacy)
             request = PublishRequest(
                 tracking_uri=tracking_uri,

@@ -37,7 +37,7 @@ def resolve_warm_start(loaded: LoadedPipeline, tracking_uri: str) -> ResolvedMod
         resolved = Registry(tracking_uri).resolve(source)
     except RegistryError as err:
         raise RegistryError(f"{loaded.path.name}: model.from: {err}", err.exit_code) from None
-    refusal = check_warm_start_privacy(loaded.spec.privacy.dp, resolved.describe(), resolved.privacy)
+    refusal = check_warm_start_privacy(loaded.spec.privacy.dp, resolved.describe(), resolved.tags)
     if refusal is not None:
         raise RegistryError(f"{loaded.path.name}: model.from: {refusal}", 2)
     return resolved
@@ -66,8 +66,9 @@ def with_champion_warm_start(loaded: LoadedPipeline, tracking_uri: str | None = 
         logger.warning("warm start: none, a cold start (%s has no @%s yet)", name, CHAMPION)
         return loaded
     source = f"models:/{name}@{CHAMPION}"
-    tags = {k: v for k, v in (champion.tags or {}).items() if k.startswith("fedsilo.privacy.")}
-    refusal = check_warm_start_privacy(spec.privacy.dp, f"{source} (version {champion.version})", tags)
+    refusal = check_warm_start_privacy(
+        spec.privacy.dp, f"{source} (version {champion.version})", dict(champion.tags or {})
+    )
     if refusal is not None:
         logger.warning("warm start: none, a cold start (%s)", refusal)
         return loaded

@@ -239,31 +239,34 @@ class Unsigned(SiloWorker):
         return update if tag.startswith("stats") else dataclasses.replace(update, signature=b"")
 
 
-class WrongKey(SiloWorker):
-    """Encrypts its round updates under an HE key of its own (signed properly)."""
+class SignsItsOwnPayload(SiloWorker):
+    """Honest in set-up; in rounds, signs (properly) a payload of `forge`'s making."""
 
     def encode_staged(self, tag: str, bound: float) -> SignedUpdate:
         if tag.startswith("stats"):
             return super().encode_staged(tag, bound)
         assert self._staged is not None
         values, weight, _ = self._staged
+        return self._signer.sign(self.name, tag, self.forge(np.asarray(values), weight, bound, tag))
+
+    def forge(self, values: np.ndarray, weight: float, bound: float, tag: str) -> WeightedPayload:
+        raise NotImplementedError
+
+
+class WrongKey(SignsItsOwnPayload):
+    """Encrypts its round updates under an HE key of its own."""
+
+    def forge(self, values: np.ndarray, weight: float, bound: float, tag: str) -> WeightedPayload:
         stranger = PackedKeys.generate(self.spec.he.packed).codec()
-        return self._signer.sign(
-            self.name, tag, encode_weighted(stranger, values, weight, bound=bound, tag=tag)
-        )
+        return encode_weighted(stranger, values, weight, bound=bound, tag=tag)
 
 
-class NegativeWeight(SiloWorker):
-    """Claims weight -1 (signed properly): in a weighted mean it would subtract itself."""
+class NegativeWeight(SignsItsOwnPayload):
+    """Claims weight -1: in a weighted mean it would subtract itself."""
 
-    def encode_staged(self, tag: str, bound: float) -> SignedUpdate:
-        if tag.startswith("stats"):
-            return super().encode_staged(tag, bound)
-        assert self._staged is not None
-        values, _, _ = self._staged
-        payload = self._require_codec().encode(-np.asarray(values), bound=bound, tag=tag)
-        item = WeightedPayload(payload, -1.0)  # encode_weighted itself refuses the weight
-        return self._signer.sign(self.name, tag, item)
+    def forge(self, values: np.ndarray, weight: float, bound: float, tag: str) -> WeightedPayload:
+        payload = self._require_codec().encode(-values, bound=bound, tag=tag)
+        return WeightedPayload(payload, -1.0)  # encode_weighted itself refuses the weight
 
 
 def test_bad_updates_are_refused_by_name_and_the_round_goes_on(ray_local, namespace, write_table) -> None:
