@@ -29,6 +29,7 @@ from orchestrator.errors import BudgetSpent, RoundFailed, SetupFailed, SiloFailu
 from orchestrator.metrics import GlobalEval, combine
 from orchestrator.records import OrchestratorState, RoundRecord, SetupReport
 from orchestrator.schema import agree
+from orchestrator.selection import select
 from orchestrator.server_step import leader_step
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import Aggregator, Strategy
@@ -327,10 +328,14 @@ class Orchestrator:
         assert self._codec is not None
         start = time.perf_counter()
         active, rejoined, unavailable = self._refresh()
+        settings = self._settings
+        chosen = select(
+            active, settings.fraction, settings.min_silos, settings.selection_seed, server_round, attempt
+        )
         deadline = time.monotonic() + self._settings.round_timeout_s
         ins = FitIns(server_round, self._global, self._strategy.configure_fit(server_round))
         ins_ref = ray.put(ins)  # the global model goes into the object store once, not once per silo
-        refs = {self._silos[name].fit.remote(ins_ref): name for name in active}
+        refs = {self._silos[name].fit.remote(ins_ref): name for name in chosen}
         bytes_down = len(refs) * (self._global.nbytes if self._global else 0)
         trained: dict[str, FitRes] = {}
         failures: list[SiloFailure] = list(unavailable)
@@ -407,6 +412,7 @@ class Orchestrator:
             rejected=tuple(rejected),
             epsilon={n: r.epsilon for n, r in answers.items() if r.epsilon is not None},
             noise_multiplier={n: r.noise_multiplier for n, r in answers.items() if r.noise_multiplier},
+            idle=tuple(n for n in active if n not in chosen),
         )
 
     def evaluate(self) -> GlobalEval:

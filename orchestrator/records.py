@@ -43,6 +43,7 @@ class RoundRecord:
     # trained or refused this round; a silo that trained spent budget even if its update was lost)
     epsilon: dict[str, float] = field(default_factory=dict)
     noise_multiplier: dict[str, float] = field(default_factory=dict)
+    idle: tuple[str, ...] = ()  # able to train but not drawn this round (fraction < 1)
 
 
 @dataclass(frozen=True)

@@ -25,3 +25,7 @@ class OrchestratorSettings:
     retry_wait_s: float = 5.0
     # How long a silo may take to say who it is at the start of a round.
     status_timeout_s: float = 10.0
+    # Each round asks max(int(n * fraction), min_silos) of the n silos able to train (1: all),
+    # drawn with this seed (the pipeline's training.seed) so a resumed run draws the same.
+    fraction: float = 1.0
+    selection_seed: int = 0

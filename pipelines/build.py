@@ -149,4 +149,6 @@ def orchestrator_settings(
         round_retries=spec.round_retries,
         he=he,
         provisioned_public=provisioned,
+        fraction=spec.fraction,
+        selection_seed=spec.training.seed,
     )

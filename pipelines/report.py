@@ -43,6 +43,7 @@ class RunSummary:
             {
                 "round": record.round,
                 "participants": len(record.participants),
+                "idle": list(getattr(record, "idle", ())),  # not drawn this round (fraction < 1)
                 "seconds": record.seconds,
                 "bytes_up": record.bytes_up,
                 "bytes_down": record.bytes_down,

@@ -314,6 +314,9 @@ class Pipeline(_Section):
     name: str = Field(pattern=NAME)
     rounds: int = Field(10, ge=1)
     min_silos: int = Field(1, ge=1)
+    # Flower's fraction_fit: each round asks max(int(n * fraction), min_silos) of the n silos
+    # able to train, drawn afresh (seeded by training.seed); 1 asks them all.
+    fraction: float = Field(1.0, gt=0, le=1)
     round_timeout_s: float = Field(120.0, gt=0)
     round_retries: int = Field(2, ge=0)  # a round with too few silos is tried again this often
     model: ModelSection = Field(default_factory=ModelSection)

@@ -74,6 +74,7 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
         "round/attempts": float(record.attempts),
         "round/aggregate_seconds": record.aggregate_seconds,
         "round/rejected": float(len(getattr(record, "rejected", ()))),
+        "round/idle": float(len(getattr(record, "idle", ()))),  # not drawn this round (fraction < 1)
     }
     for name, loss in record.train_loss.items():
         metrics[f"silo/{name}/train_loss"] = loss

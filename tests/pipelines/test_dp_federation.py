@@ -29,9 +29,9 @@ class Run:
     summary: dict
 
 
-def _run(folder: Path, name: str, privacy: str, *args: str) -> Run:
+def _run(folder: Path, name: str, privacy: str, *args: str, top: str = "") -> Run:
     pipeline = folder / f"{name}.toml"
-    pipeline.write_text(example_pipeline_text(rounds="2", he=f'"packed"\n{privacy}'))
+    pipeline.write_text(example_pipeline_text(rounds=f"2\n{top}", he=f'"packed"\n{privacy}'))
     result = fedsilo("run", str(pipeline), "--summary-json", f"{name}.json", *args, cwd=folder)
     summary_path = folder / f"{name}.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -103,16 +103,30 @@ def test_record_dp_version_and_run_carry_privacy_tags(record: Run) -> None:
     }
 
 
-def test_silo_dp_under_packed_encryption(tmp_path: Path) -> None:
-    run = _run(tmp_path, "silo", 'dp = "silo"\ntarget_epsilon = 8\ndelta = 1e-3\nmax_grad_norm = 2.0')
+def test_silo_dp_under_packed_encryption_with_silo_sampling(tmp_path: Path) -> None:
+    """Three of the four silos drawn each round (fraction 0.75): a silo left out spends nothing."""
+    run = _run(
+        tmp_path,
+        "silo",
+        'dp = "silo"\ntarget_epsilon = 8\ndelta = 1e-3\nmax_grad_norm = 2.0',
+        top="fraction = 0.75",
+    )
     assert run.code == 0, run.stderr[-3000:]
     client = _client(tmp_path)
     run_id = run.summary["run_id"]
 
     history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "privacy/epsilon"))
     tags = client.get_model_version_by_alias(MODEL, "challenger").tags
+    rounds = run.summary["per_round"]
+    trained = {s: sum(s not in r["idle"] for r in rounds) for s in SILOS}
+    spent = {s: [m.value for m in client.get_metric_history(run_id, f"privacy/epsilon/{s}")] for s in SILOS}
 
     assert [step for step, _ in history] == [1, 2] and 0 < history[0][1] < history[1][1] <= 8.0
     assert tags["fedsilo.privacy.dp"] == "silo" and tags["fedsilo.privacy.he.scheme"] == "packed"
     assert tags["fedsilo.privacy.noise_shares_for"] == "3"  # min_silos of the bundled example
     assert run.summary["rounds_completed"] == 2 and run.summary["stopped"] is None
+    assert [(r["participants"], len(r["idle"])) for r in rounds] == [(3, 1), (3, 1)]
+    assert all(len(spent[s]) == trained[s] for s in SILOS)  # epsilon logged only when it trained
+    by_count = {trained[s]: spent[s][-1] for s in SILOS if trained[s]}
+    assert all(spent[s][-1] == pytest.approx(by_count[trained[s]]) for s in SILOS if trained[s])
+    assert by_count.get(1, 0) < by_count.get(2, 9)  # one round costs less than two

@@ -163,3 +163,19 @@ def test_keys_init_writes_keys_for_the_pipelines_parameters(tmp_path: Path) -> N
     assert len(key_id) == 16
     text = console.export_text()
     assert '[privacy]\n  keys = "keys"' in text and "he-secret.key" in text
+
+
+@pytest.mark.parametrize(("value", "says"), [("0", "greater than 0"), ("1.5", "less than or equal to 1")])
+def test_a_fraction_outside_zero_one_names_its_line(value: str, says: str) -> None:
+    (problem,) = _problems(GOOD.replace("min_silos = 2", f"min_silos = 2\nfraction = {value}"))
+    assert problem.startswith(f"pipeline.toml:4: fraction: Input should be {says}")
+
+
+def test_a_fraction_reaches_the_orchestrator_with_the_training_seed() -> None:
+    from pipelines.build import orchestrator_settings
+
+    text = GOOD.replace("min_silos = 2", "min_silos = 2\nfraction = 0.5").replace(
+        "lr = 0.1", "lr = 0.1\nseed = 7"
+    )
+    settings = orchestrator_settings(parse_pipeline(text, Path("/pipes/pipeline.toml")))
+    assert (settings.fraction, settings.selection_seed) == (0.5, 7)
