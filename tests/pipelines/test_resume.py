@@ -62,10 +62,18 @@ def _metric_steps(folder: Path, run_id: str, name: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, name))
 
 
+def _metric_values(folder: Path, run_id: str, name: str) -> list[float]:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlruns.db'}")
+    return [m.value for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)]
+
+
 def test_a_killed_driver_resumes_into_the_same_run(tmp_path: Path) -> None:
-    # Prepare: a FedAdam run killed (driver, its local Ray, every actor) once a round is
-    # checkpointed; 30 local epochs make a round last long enough to be caught mid-run
-    pipeline = _pipeline(tmp_path, local_epochs="30", strategy='"fedadam"')
+    # Prepare: a FedAdam run with record-level DP killed (driver, its local Ray, every actor)
+    # once a round is checkpointed; 10 local epochs of DP-SGD make a round last long enough to be caught
+    dp = '"packed"\ndp = "record"\nnoise_multiplier = 1.0\ndelta = 1e-3'
+    pipeline = _pipeline(tmp_path, local_epochs="10", strategy='"fedadam"', he=dp)
     driver = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "run", str(pipeline)], cwd=tmp_path, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -108,6 +116,11 @@ def test_a_killed_driver_resumes_into_the_same_run(tmp_path: Path) -> None:
     codec = keys_from_secret(he, secret).codec()
     v_then, v_now = codec.decode(before.server_state[1]), codec.decode(after.server_state[1])
     assert v_then.max() > 0 and (v_now >= 0.99 ** (ROUNDS - before.round + 1) * v_then - 1e-9).all()
+    # Each silo's privacy accountant was reloaded from its node, not restarted: epsilon grew
+    # every round across the kill (a fresh accountant would fall back to round 1's epsilon)
+    for silo in ("cleveland", "hungary", "switzerland", "long-beach"):
+        spent = _metric_values(tmp_path, run_id, f"privacy/epsilon/{silo}")
+        assert len(spent) == ROUNDS and all(a < b for a, b in zip(spent, spent[1:], strict=False)), spent
     # A finished run has nothing to resume
     again = _fedsilo(tmp_path, "run", str(pipeline), "--resume", run_id)
     assert again.returncode == 2 and "already finished all 6 rounds: nothing to resume" in again.stderr
