@@ -29,9 +29,10 @@ class Run:
     summary: dict
 
 
-def _run(folder: Path, name: str, privacy: str, *args: str, top: str = "") -> Run:
+def _run(folder: Path, name: str, privacy: str, *args: str, top: str = "", model: str = "") -> Run:
     pipeline = folder / f"{name}.toml"
-    pipeline.write_text(example_pipeline_text(rounds=f"2\n{top}", he=f'"packed"\n{privacy}'))
+    text = example_pipeline_text(rounds=f"2\n{top}", he=f'"packed"\n{privacy}', kind=f'"logistic"\n{model}')
+    pipeline.write_text(text)
     result = fedsilo("run", str(pipeline), "--summary-json", f"{name}.json", *args, cwd=folder)
     summary_path = folder / f"{name}.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -101,6 +102,31 @@ def test_record_dp_version_and_run_carry_privacy_tags(record: Run) -> None:
     assert {k: v for k, v in run_tags.items() if k.startswith("fedsilo.privacy.")} == {
         k: v for k, v in tags.items() if k.startswith("fedsilo.privacy.")
     }
+
+
+def test_a_dp_warm_start_needs_the_same_dp_and_tags_the_whole_chain(record: Run) -> None:
+    """From the record-level run's version: silo-level DP is refused before anything starts;
+    record-level DP trains one round and its version carries epsilon and delta over both runs."""
+    source = f'from = "models:/{MODEL}@challenger"'
+    refused = _run(
+        record.folder, "warm-silo", 'dp = "silo"\nnoise_multiplier = 1.0\ndelta = 1e-3', model=source
+    )
+    warm = _run(
+        record.folder, "warm-record", 'dp = "record"\nnoise_multiplier = 1.0\ndelta = 1e-3', "--rounds", "1",
+        model=source,
+    )  # fmt: skip
+    client = _client(record.folder)
+    first = client.get_model_version(MODEL, "1").tags
+    tags = client.get_model_version(MODEL, warm.summary["registered_model"]["version"]).tags
+
+    assert refused.code == 2 and "Traceback" not in refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert f"models:/{MODEL}@challenger = version 1 was trained with privacy.dp = 'record'" in said
+    assert warm.code == 0, warm.stderr[-3000:]
+    total = float(first["fedsilo.privacy.epsilon"]) + float(tags["fedsilo.privacy.epsilon"])
+    assert float(tags["fedsilo.privacy.epsilon_total"]) == pytest.approx(total, abs=2e-4)
+    assert float(tags["fedsilo.privacy.delta_total"]) == pytest.approx(2e-3)
+    assert tags["fedsilo.privacy.chain"] == f"models:/{MODEL}/1"  # the version, not the alias
 
 
 def test_silo_dp_under_packed_encryption_with_silo_sampling(tmp_path: Path) -> None:
