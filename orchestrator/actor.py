@@ -405,6 +405,7 @@ class Orchestrator:
             bytes_up=bytes_up,
             bytes_down=bytes_down,
             train_loss={name: trained[name].train_loss for name in accepted},
+            train_seconds={name: trained[name].seconds for name in accepted},
             incoming=combine(server_round - 1, evaluations) if evaluations else None,
             rejoined=tuple(rejoined),
             attempts=attempt,

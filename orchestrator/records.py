@@ -44,6 +44,7 @@ class RoundRecord:
     epsilon: dict[str, float] = field(default_factory=dict)
     noise_multiplier: dict[str, float] = field(default_factory=dict)
     idle: tuple[str, ...] = ()  # able to train but not drawn this round (fraction < 1)
+    train_seconds: dict[str, float] = field(default_factory=dict)  # each silo's local training
 
 
 @dataclass(frozen=True)

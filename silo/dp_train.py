@@ -39,7 +39,11 @@ def dp_local_train(
     from opacus.data_loader import DPDataLoader
     from opacus.optimizers import DPOptimizer
 
-    generator = torch.Generator().manual_seed(round_seed)
+    generator = torch.Generator().manual_seed(round_seed)  # Poisson sampling, on the CPU
+    # The noise is drawn where the gradients are (a CPU generator fails on a GPU), from a
+    # stream of its own seeded by the sampling generator's first draw.
+    noise_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    noise = torch.Generator(device=device).manual_seed(noise_seed)
     sample_rate, steps = record_plan(len(y), config.batch_size, config.local_epochs)
     target = torch.from_numpy(y).float().unsqueeze(1) if binary else torch.from_numpy(y)
     dataset = TensorDataset(torch.from_numpy(x), target)
@@ -57,7 +61,7 @@ def dp_local_train(
             max_grad_norm=max_grad_norm,
             # as Opacus's make_private: rows x sample rate (<= batch_size), the mean's divisor
             expected_batch_size=max(1, int(len(y) * sample_rate)),
-            generator=generator,
+            generator=noise,
         )
     loss_fn: nn.Module = nn.BCEWithLogitsLoss(reduction="mean") if binary else nn.CrossEntropyLoss()
     total, seen, taken = 0.0, 0, 0

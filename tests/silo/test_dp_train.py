@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from silo.config import ModelSpec
@@ -49,3 +50,21 @@ def test_more_noise_moves_the_model_more_at_random() -> None:
         dp_local_train(model, x, y, config, True, torch.device("cpu"), 2, sigma, 1.0)
         drift.append(float(np.linalg.norm(get_flat(model) - start)))
     assert drift[1] > 5 * drift[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; see benchmarks/gpu.py")
+def test_dp_sgd_trains_a_model_on_a_cuda_device() -> None:
+    """Opacus draws the noise on the gradients' device: a CPU generator failed there."""
+    x, y = _data(400, 0)
+    cuda = torch.device("cuda")
+    model = build_model(ModelSpec("logistic"), 4, 1, seed=0).to(cuda)
+    before = get_flat(model)
+    config = FitConfig(local_epochs=3, batch_size=32, lr=0.5)
+
+    loss, _, _ = dp_local_train(model, x, y, config, True, cuda, 1, 0.5, 1.0)
+
+    assert np.isfinite(loss) and not np.allclose(get_flat(model), before)
+    assert all(p.device.type == "cuda" for p in model.parameters())
+    with torch.no_grad():
+        accuracy = ((model(torch.from_numpy(x).to(cuda))[:, 0] > 0).cpu().numpy() == y).mean()
+    assert accuracy > 0.85
