@@ -17,6 +17,7 @@ from orchestrator.errors import RoundFailed
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import FedAvg
 from pipelines.tracking import RunTracker
+from privacy.dp import DPConfig
 from privacy.params import HEConfig, PackedParams
 from silo.actor import SiloWorker, silo_actor
 from silo.config import DataSpec, ModelSpec, SiloSpec
@@ -45,13 +46,24 @@ class SlowInRoundTwo(SiloWorker):
 
 
 def _federation(
-    namespace: str, paths: dict[str, Path], classes: dict[str, type[SiloWorker]], **settings: Any
+    namespace: str,
+    paths: dict[str, Path],
+    classes: dict[str, type[SiloWorker]],
+    dp: DPConfig | None = None,
+    **settings: Any,
 ) -> tuple[dict[str, Any], Any]:
     he = HEConfig(packed=PackedParams(max_silos=len(paths)))
+
+    def spec(name: str, path: Path) -> SiloSpec:
+        if dp is None:
+            return SiloSpec(name, str(path), DATA, ModelSpec(), he=he)
+        state = str(path.with_name(f"{name}.privacy.json"))  # on the silo's node, as in a run
+        return SiloSpec(name, str(path), DATA, ModelSpec(), he=he, dp=dp, dp_state_path=state)
+
     silos = {
         name: silo_actor(classes.get(name), num_cpus=0.1)
         .options(name=f"silo:{name}", namespace=namespace, max_restarts=2)
-        .remote(SiloSpec(name, str(path), DATA, ModelSpec(), he=he))
+        .remote(spec(name, path))
         for name, path in paths.items()
     }
     options = {"min_silos": 2, "round_timeout_s": 60.0, "retry_wait_s": 1.0, **settings}
@@ -148,13 +160,22 @@ def test_a_straggler_is_left_out_and_its_late_update_never_used(ray_local, names
         _cleanup(silos, orchestrator)
 
 
-def test_a_silo_killed_through_ray_is_restarted_and_rejoins(ray_local, namespace, paths) -> None:
-    silos, orchestrator = _federation(namespace, paths, {})
+def test_a_silo_killed_through_ray_is_restarted_and_rejoins_with_its_privacy_spent(
+    ray_local, namespace, paths
+) -> None:
+    # Prepare: record-level DP, each silo's accountant saved next to its data after every round
+    dp = DPConfig(mode="record", noise_multiplier=1.0, delta=1e-3, planned_rounds=4)
+    silos, orchestrator = _federation(namespace, paths, {}, dp=dp)
     try:
-        ray.get(orchestrator.run_round.remote(1))
+        # Execute
+        first = ray.get(orchestrator.run_round.remote(1))
         ray.kill(silos["east"], no_restart=False)  # `ray.kill` on silo:east, letting Ray restart it
         records = [ray.get(orchestrator.run_round.remote(r)) for r in (2, 3, 4)]
+        # Assert: east is back, and its epsilon went on from round 1's (a fresh accountant
+        # would have restarted from zero and reported round 1's epsilon again)
         assert any("east" in r.rejoined for r in records)
         assert sorted(records[-1].participants) == ["east", "north", "south"]
+        east = [first.epsilon["east"]] + [r.epsilon["east"] for r in records if "east" in r.epsilon]
+        assert len(east) >= 3 and all(a < b for a, b in zip(east, east[1:], strict=False)), east
     finally:
         _cleanup(silos, orchestrator)

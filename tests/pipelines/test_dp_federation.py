@@ -105,12 +105,23 @@ def test_record_dp_version_and_run_carry_privacy_tags(record: Run) -> None:
 
 
 def test_a_dp_warm_start_needs_the_same_dp_and_tags_the_whole_chain(record: Run) -> None:
-    """From the record-level run's version: silo-level DP is refused before anything starts;
-    record-level DP trains one round and its version carries epsilon and delta over both runs."""
+    """From the record-level run's version: silo-level DP is refused before anything starts
+    (what `fedsilo run` exits 2 with); record-level DP trains one round and its version carries
+    epsilon and delta over both runs."""
+    from pipelines.registry import RegistryError
+    from pipelines.spec import load_pipeline
+    from pipelines.warmstart import resolve_warm_start
+
     source = f'from = "models:/{MODEL}@challenger"'
-    refused = _run(
-        record.folder, "warm-silo", 'dp = "silo"\nnoise_multiplier = 1.0\ndelta = 1e-3', model=source
-    )
+    silo = record.folder / "warm-silo.toml"
+    silo.write_text(
+        example_pipeline_text(
+            rounds="2", he='"packed"\ndp = "silo"\nnoise_multiplier = 1.0\ndelta = 1e-3',
+            kind=f'"logistic"\n{source}',
+        )
+    )  # fmt: skip
+    with pytest.raises(RegistryError) as refused:
+        resolve_warm_start(load_pipeline(silo), f"sqlite:///{record.folder / 'mlruns.db'}")
     warm = _run(
         record.folder, "warm-record", 'dp = "record"\nnoise_multiplier = 1.0\ndelta = 1e-3', "--rounds", "1",
         model=source,
@@ -119,8 +130,8 @@ def test_a_dp_warm_start_needs_the_same_dp_and_tags_the_whole_chain(record: Run)
     first = client.get_model_version(MODEL, "1").tags
     tags = client.get_model_version(MODEL, warm.summary["registered_model"]["version"]).tags
 
-    assert refused.code == 2 and "Traceback" not in refused.stderr
-    said = " ".join(refused.stderr.split())
+    assert refused.value.exit_code == 2
+    said = " ".join(str(refused.value).split())
     assert f"models:/{MODEL}@challenger = version 1 was trained with privacy.dp = 'record'" in said
     assert warm.code == 0, warm.stderr[-3000:]
     total = float(first["fedsilo.privacy.epsilon"]) + float(tags["fedsilo.privacy.epsilon"])

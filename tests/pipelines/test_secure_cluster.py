@@ -3,6 +3,7 @@ client without the token is refused."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,7 +51,8 @@ def _start(folder: Path, address: str, env: dict[str, str]) -> subprocess.Popen[
     pipeline = folder / "pipeline.toml"
     pipeline.write_text(example_pipeline_text())
     return subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "run", str(pipeline), "--address", address, "--rounds", "2"],
+        [sys.executable, "-m", "pipelines.cli", "run", str(pipeline), "--address", address, "--rounds", "2",
+         "--summary-json", "s.json"],
         cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -71,6 +73,8 @@ def test_a_federation_runs_on_a_token_and_tls_cluster(secure_head: str, secure_e
     result = _run(tmp_path, secure_head, secure_env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "registered heart-disease-classifier version 1" in result.stdout
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["rounds_completed"] == 2 and summary["registered_model"]["version"] == "1"
 
 
 def test_a_client_without_the_token_is_refused(secure_head: str, secure_env, tmp_path: Path) -> None:
