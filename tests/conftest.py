@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -126,3 +127,27 @@ def synthetic_silo(rows: int, seed: int) -> pd.DataFrame:
     logit = 0.1 * (x1 - 50) + 1.5 * x2 + (color == "red") * 1.0
     y = (logit + rng.normal(0, 0.5, rows) > 0).astype(int)
     return pd.DataFrame({"x1": x1, "x2": x2, "color": color, "y": y})
+
+
+def run_in_process(path: Path, rounds: int | None = None) -> tuple[dict[str, Any], str]:
+    """``fedsilo run`` without the CLI process, on the session's Ray (``ray_local``): the run's
+    summary and what it printed. Waits until the silos' actor names are free for the next run."""
+    import io
+
+    import ray
+    from rich.console import Console
+
+    from pipelines.runner import RunOptions, run_federation
+    from pipelines.spec import load_pipeline
+
+    out = io.StringIO()
+    summary = run_federation(load_pipeline(path), RunOptions(rounds=rounds), Console(file=out, width=200))
+    first = load_pipeline(path).spec.silos[0].name
+    deadline = time.monotonic() + 30  # killed actors' names are released a moment later
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(f"silo:{first}")
+            time.sleep(0.2)
+        except ValueError:
+            break
+    return summary.to_dict(), out.getvalue()

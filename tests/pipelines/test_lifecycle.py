@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from pipelines.promote import Outcome, PromotionRefused, promote
 from pipelines.registry import RegistryError
 from pipelines.runner import RunOptions, run_federation
 from pipelines.spec import load_pipeline
-from tests.conftest import EXAMPLE_DIR, example_pipeline_text
+from tests.conftest import EXAMPLE_DIR, example_pipeline_text, run_in_process
 
 pytestmark = pytest.mark.slow
 MODEL = "heart-disease-classifier"
@@ -57,17 +56,7 @@ def _pipeline(folder: Path, name: str, va: Path, extra_model: str = "", **replac
 
 
 def _run(path: Path) -> dict[str, Any]:
-    import ray
-
-    summary = run_federation(load_pipeline(path), RunOptions(), Console(file=io.StringIO())).to_dict()
-    deadline = time.monotonic() + 30  # the killed actors' names are free again before the next run
-    while time.monotonic() < deadline:
-        try:
-            ray.get_actor(f"silo:{SILOS[0]}")
-            time.sleep(0.2)
-        except ValueError:
-            break
-    return summary
+    return run_in_process(path)[0]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""A federation against a real MLflow tracking server (infra/mlflow-server.sh) over HTTP.
+"""A scheduled federation against a real MLflow tracking server (infra/mlflow-server.sh) over HTTP.
 
 The server is started by the test on 127.0.0.1 (sqlite backend, served artifact root) and
 stopped by it; everything is read back through MLflow's client.
@@ -58,25 +58,36 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_a_federation_logs_and_registers_through_the_server(mlflow_server: str, tmp_path: Path) -> None:
+def test_a_scheduled_federation_logs_and_registers_through_the_server(
+    mlflow_server: str, tmp_path: Path
+) -> None:
+    """`fedsilo schedule` (a cron firing every second, one run, the fires during it skipped) runs a
+    federation that logs, stores artifacts and registers its model through the server."""
     import mlflow
     from mlflow import MlflowClient
 
     pipeline = tmp_path / "pipeline.toml"
-    pipeline.write_text(example_pipeline_text(mlflow_uri=f'"{mlflow_server}"', he='"off"'))
+    text = example_pipeline_text(mlflow_uri=f'"{mlflow_server}"', he='"off"')
+    pipeline.write_text(text + '\n[schedule]\ncron = "* * * * * *"\n')
     rounds = 2
 
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", str(pipeline), "--rounds", str(rounds),
-         "--summary-json", "s.json"],
+        [sys.executable, "-m", "pipelines.cli", "schedule", str(pipeline), "--rounds", str(rounds),
+         "--max-runs", "1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
 
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "s.json").read_text())
+    history = tmp_path / "fedsilo-schedule" / "heart-disease.runs.jsonl"
+    entries = [json.loads(line) for line in history.read_text().splitlines()]
+    (entry,) = [e for e in entries if e["status"] == "finished"]  # the fires during it: skipped
+    assert {e["status"] for e in entries} <= {"finished", "skipped"}
+    assert "scheduled run for" in result.stderr  # each run is logged
     client = MlflowClient(mlflow_server)
-    run = client.get_run(summary["run_id"])
+    run = client.get_run(entry["run_id"])
     assert run.info.status == "FINISHED"
+    assert run.data.tags["fedsilo.trigger"] == "schedule"
+    assert run.data.tags["fedsilo.schedule.fire_time"] == entry["fire_time"]
     assert run.data.params["rounds"] == "20" and run.data.params["silos.0.name"] == "cleveland"
     assert run.data.tags["fedsilo.he.scheme"] == "off"
     for name in ("global/val_accuracy", "round/participants"):

@@ -73,7 +73,7 @@ def test_a_killed_driver_resumes_into_the_same_run(tmp_path: Path) -> None:
     # Prepare: a FedAdam run with record-level DP killed (driver, its local Ray, every actor)
     # once a round is checkpointed; 10 local epochs of DP-SGD make a round last long enough to be caught
     dp = '"packed"\ndp = "record"\nnoise_multiplier = 1.0\ndelta = 1e-3'
-    pipeline = _pipeline(tmp_path, local_epochs="10", strategy='"fedadam"', he=dp)
+    pipeline = _pipeline(tmp_path, local_epochs="2", strategy='"fedadam"', he=dp)
     driver = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "run", str(pipeline)], cwd=tmp_path, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

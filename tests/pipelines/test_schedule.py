@@ -1,4 +1,5 @@
-"""Scheduled runs: cron and time zone validation, catch-up after downtime, one run at a time."""
+"""Scheduled runs: cron and time zone validation, catch-up after downtime, one run at a time.
+A whole `fedsilo schedule` federation runs in test_mlflow_server.py, against a tracking server."""
 
 from __future__ import annotations
 
@@ -186,31 +187,3 @@ def test_a_real_per_second_schedule_never_overlaps(tmp_path: Path) -> None:
     assert "skipped" in [o.status for o in outcomes]
     assert all(o.fire_time.microsecond == 0 for o in outcomes)
     assert 1.5 <= starts[1] - starts[0] < 4.0
-
-
-@pytest.mark.slow
-def test_fedsilo_schedule_runs_a_federation_and_tags_its_mlflow_run(tmp_path: Path) -> None:
-    from mlflow import MlflowClient
-
-    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    pipeline = tmp_path / "pipeline.toml"
-    pipeline.write_text(
-        example_pipeline_text(mlflow_uri=f'"{store}"', he='"off"') + '\n[schedule]\ncron = "* * * * * *"\n'
-    )
-
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "schedule", str(pipeline), "--rounds", "1",
-         "--max-runs", "1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-
-    assert result.returncode == 0, result.stderr[-3000:]
-    history = tmp_path / "fedsilo-schedule" / "heart-disease.runs.jsonl"
-    entries = [json.loads(line) for line in history.read_text().splitlines()]
-    (entry,) = [e for e in entries if e["status"] == "finished"]  # the fires during it: skipped
-    assert {e["status"] for e in entries} <= {"finished", "skipped"}
-    run = MlflowClient(store).get_run(entry["run_id"])
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["fedsilo.trigger"] == "schedule"
-    assert run.data.tags["fedsilo.schedule.fire_time"] == entry["fire_time"]
-    assert "scheduled run for" in result.stderr  # each run is logged
