@@ -328,11 +328,9 @@ class Orchestrator:
         assert self._codec is not None
         start = time.perf_counter()
         active, rejoined, unavailable = self._refresh()
-        settings = self._settings
-        chosen = select(
-            active, settings.fraction, settings.min_silos, settings.selection_seed, server_round, attempt
-        )
-        deadline = time.monotonic() + self._settings.round_timeout_s
+        s = self._settings
+        chosen = select(active, s.fraction, s.min_silos, s.selection_seed, server_round, attempt)
+        deadline = time.monotonic() + s.round_timeout_s
         ins = FitIns(server_round, self._global, self._strategy.configure_fit(server_round))
         ins_ref = ray.put(ins)  # the global model goes into the object store once, not once per silo
         refs = {self._silos[name].fit.remote(ins_ref): name for name in chosen}

@@ -129,6 +129,13 @@ def synthetic_silo(rows: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"x1": x1, "x2": x2, "color": color, "y": y})
 
 
+def kept_in(text: str, folder: Path) -> str:
+    """A pipeline text whose MLflow store and checkpoints live in ``folder`` (for in-process runs,
+    whose working directory is the repository's)."""
+    text = text.replace("sqlite:///mlruns.db", f"sqlite:///{folder / 'mlruns.db'}")
+    return text.replace("[tracking]", f'[tracking]\ncheckpoints = "{folder / "checkpoints"}"')
+
+
 def run_in_process(path: Path, rounds: int | None = None) -> tuple[dict[str, Any], str]:
     """``fedsilo run`` without the CLI process, on the session's Ray (``ray_local``): the run's
     summary and what it printed. Waits until the silos' actor names are free for the next run."""
@@ -141,8 +148,9 @@ def run_in_process(path: Path, rounds: int | None = None) -> tuple[dict[str, Any
     from pipelines.spec import load_pipeline
 
     out = io.StringIO()
-    summary = run_federation(load_pipeline(path), RunOptions(rounds=rounds), Console(file=out, width=200))
-    first = load_pipeline(path).spec.silos[0].name
+    loaded = load_pipeline(path)
+    summary = run_federation(loaded, RunOptions(rounds=rounds), Console(file=out, width=200))
+    first = loaded.spec.silos[0].name
     deadline = time.monotonic() + 30  # killed actors' names are released a moment later
     while time.monotonic() < deadline:
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import example_pipeline_text, run_in_process
+from tests.conftest import example_pipeline_text, kept_in, run_in_process
 from tests.pipelines.test_cli import MODEL
 
 pytestmark = pytest.mark.slow
@@ -27,15 +27,20 @@ class Run:
     summary: dict
 
 
+def _pipeline(folder: Path, name: str, privacy: str, top: str = "", model: str = "") -> Path:
+    """The bundled pipeline (2 planned rounds, packed HE) with ``privacy`` lines, top-level lines
+    and [model] lines; its store and checkpoints in ``folder``."""
+    pipeline = folder / f"{name}.toml"
+    text = example_pipeline_text(rounds=f"2\n{top}", he=f'"packed"\n{privacy}', kind=f'"logistic"\n{model}')
+    pipeline.write_text(kept_in(text, folder))
+    return pipeline
+
+
 def _run(
     folder: Path, name: str, privacy: str, rounds: int | None = None, top: str = "", model: str = ""
 ) -> Run:
-    """`fedsilo run` in this process (on the session's Ray), its store and checkpoints in ``folder``."""
-    pipeline = folder / f"{name}.toml"
-    text = example_pipeline_text(rounds=f"2\n{top}", he=f'"packed"\n{privacy}', kind=f'"logistic"\n{model}')
-    text = text.replace("sqlite:///mlruns.db", f"sqlite:///{folder / 'mlruns.db'}")
-    pipeline.write_text(text.replace("[tracking]", f'[tracking]\ncheckpoints = "{folder / "checkpoints"}"'))
-    summary, stdout = run_in_process(pipeline, rounds)
+    """`fedsilo run` in this process (on the session's Ray)."""
+    summary, stdout = run_in_process(_pipeline(folder, name, privacy, top, model), rounds)
     return Run(folder, stdout, summary)
 
 
@@ -111,13 +116,8 @@ def test_a_dp_warm_start_needs_the_same_dp_and_tags_the_whole_chain(record: Run)
     from pipelines.warmstart import resolve_warm_start
 
     source = f'from = "models:/{MODEL}@challenger"'
-    silo = record.folder / "warm-silo.toml"
-    silo.write_text(
-        example_pipeline_text(
-            rounds="2", he='"packed"\ndp = "silo"\nnoise_multiplier = 1.0\ndelta = 1e-3',
-            kind=f'"logistic"\n{source}',
-        )
-    )  # fmt: skip
+    silo_dp = 'dp = "silo"\nnoise_multiplier = 1.0\ndelta = 1e-3'
+    silo = _pipeline(record.folder, "warm-silo", silo_dp, model=source)
     with pytest.raises(RegistryError) as refused:
         resolve_warm_start(load_pipeline(silo), f"sqlite:///{record.folder / 'mlruns.db'}")
     fixed = 'dp = "record"\nnoise_multiplier = 1.0\ndelta = 1e-3'

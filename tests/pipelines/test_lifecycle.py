@@ -23,7 +23,7 @@ from pipelines.promote import Outcome, PromotionRefused, promote
 from pipelines.registry import RegistryError
 from pipelines.runner import RunOptions, run_federation
 from pipelines.spec import load_pipeline
-from tests.conftest import EXAMPLE_DIR, example_pipeline_text, run_in_process
+from tests.conftest import EXAMPLE_DIR, example_pipeline_text, kept_in, run_in_process
 
 pytestmark = pytest.mark.slow
 MODEL = "heart-disease-classifier"
@@ -45,9 +45,7 @@ class Story:
 
 
 def _pipeline(folder: Path, name: str, va: Path, extra_model: str = "", **replace: str) -> Path:
-    text = example_pipeline_text(he='"off"', **replace)
-    text = text.replace("sqlite:///mlruns.db", f"sqlite:///{folder / 'mlruns.db'}")
-    text = text.replace("[tracking]", f'[tracking]\ncheckpoints = "{folder / "checkpoints"}"')
+    text = kept_in(example_pipeline_text(he='"off"', **replace), folder)
     text = text.replace(str(EXAMPLE_DIR / "processed.va.data"), str(va))
     text = text.replace('kind = "logistic"', f'kind = "logistic"\n{extra_model}')
     path = folder / f"{name}.toml"

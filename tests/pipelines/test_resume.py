@@ -55,23 +55,20 @@ def _fedsilo(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _metric_history(folder: Path, run_id: str, name: str) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlruns.db'}")
+    return sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)
+
+
 def _metric_steps(folder: Path, run_id: str, name: str) -> list[int]:
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlruns.db'}")
-    return sorted(m.step for m in client.get_metric_history(run_id, name))
-
-
-def _metric_values(folder: Path, run_id: str, name: str) -> list[float]:
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlruns.db'}")
-    return [m.value for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)]
+    return [m.step for m in _metric_history(folder, run_id, name)]
 
 
 def test_a_killed_driver_resumes_into_the_same_run(tmp_path: Path) -> None:
     # Prepare: a FedAdam run with record-level DP killed (driver, its local Ray, every actor)
-    # once a round is checkpointed; 10 local epochs of DP-SGD make a round last long enough to be caught
+    # once a round is checkpointed (the driver polls every 20 ms; a DP-SGD round takes longer)
     dp = '"packed"\ndp = "record"\nnoise_multiplier = 1.0\ndelta = 1e-3'
     pipeline = _pipeline(tmp_path, local_epochs="2", strategy='"fedadam"', he=dp)
     driver = subprocess.Popen(
@@ -119,7 +116,7 @@ def test_a_killed_driver_resumes_into_the_same_run(tmp_path: Path) -> None:
     # Each silo's privacy accountant was reloaded from its node, not restarted: epsilon grew
     # every round across the kill (a fresh accountant would fall back to round 1's epsilon)
     for silo in ("cleveland", "hungary", "switzerland", "long-beach"):
-        spent = _metric_values(tmp_path, run_id, f"privacy/epsilon/{silo}")
+        spent = [m.value for m in _metric_history(tmp_path, run_id, f"privacy/epsilon/{silo}")]
         assert len(spent) == ROUNDS and all(a < b for a, b in zip(spent, spent[1:], strict=False)), spent
     # A finished run has nothing to resume
     again = _fedsilo(tmp_path, "run", str(pipeline), "--resume", run_id)
