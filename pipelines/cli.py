@@ -103,6 +103,8 @@ def validate(loaded: LoadedPipeline, console: Console) -> None:
         f"{len(schema.features)} features ({len(schema.categorical)} categorical), "
         f"{schema.n_inputs} model inputs, classes {list(schema.classes)}"
     )
+    for warning in (w for d in descriptions for w in d.warnings):
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 def prepare_ray_auth(environ: MutableMapping[str, str] = os.environ) -> None:

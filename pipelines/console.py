@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -23,19 +25,34 @@ def round_progress(console: Console) -> Progress:
 
 
 def setup_table(report: SetupReport) -> Table:
+    notes = {d.name: "; ".join(_short(w) for w in d.warnings) for d in report.descriptions}
     table = Table(title="Silos", title_justify="left")
-    for column in ("silo", "rows", "train", "validation", "missing cells", "device"):
-        table.add_column(column, justify="left" if column in ("silo", "device") else "right")
+    columns = ["silo", "rows", "train", "validation", "missing cells", "device"]
+    for column in columns + (["warning"] if any(notes.values()) else []):
+        table.add_column(column, justify="right" if column in columns[1:5] else "left")
     for description, ready in zip(report.descriptions, report.ready, strict=True):
-        table.add_row(
+        cells = [
             description.name,
             str(description.rows),
             str(ready.train_rows),
             str(ready.val_rows),
             str(sum(description.missing.values())),
             ready.device,
-        )
+        ]
+        table.add_row(*cells, *([f"[yellow]{notes[description.name]}"] if any(notes.values()) else []))
     return table
+
+
+def _short(warning: str) -> str:
+    """A warning without the "silo 'x': " the row already says."""
+    return warning.split(": ", 1)[1] if warning.startswith("silo ") else warning
+
+
+def figure(value: float | None, digits: int) -> str:
+    """A figure for a table: NaN when undefined, "-" when not computed."""
+    if value is None:
+        return "-"
+    return "NaN" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _bytes(n: float) -> str:
@@ -48,20 +65,20 @@ def _bytes(n: float) -> str:
 
 def summary_table(summary: RunSummary) -> Table:
     table = Table(title=f"Federation {summary.experiment}: run {summary.run_id}", title_justify="left")
-    table.add_column("silo")
-    table.add_column("val rows", justify="right")
-    table.add_column("val accuracy", justify="right")
-    table.add_column("val loss", justify="right")
+    binary = any("val_auc" in row for row in summary.per_silo.values())
+    for column in ("silo", "val rows", "val accuracy", "val loss") + (("val AUC",) if binary else ()):
+        table.add_column(column, justify="left" if column == "silo" else "right")
     for name, row in summary.per_silo.items():
-        table.add_row(name, str(row["val_rows"]), f"{row['val_accuracy']:.3f}", f"{row['val_loss']:.4f}")
+        cells = [name, str(row["val_rows"]), figure(row["val_accuracy"], 3), figure(row["val_loss"], 4)]
+        table.add_row(*cells, *([figure(row.get("val_auc"), 3)] if binary else []))
     final = summary.final
-    auc = final.get("global_val_auc")
     table.add_section()
     table.add_row(
         "[bold]global",
         str(sum(r["val_rows"] for r in summary.per_silo.values())),
-        f"[bold]{final['global_val_accuracy']:.3f}",
-        f"{final['global_val_loss']:.4f}" + (f"  (AUC {auc:.3f})" if auc is not None else ""),
+        f"[bold]{figure(final['global_val_accuracy'], 3)}",
+        figure(final["global_val_loss"], 4),
+        *([figure(final.get("global_val_auc"), 3)] if binary else []),
     )
     rounds = summary.per_round
     if rounds:
@@ -72,3 +89,12 @@ def summary_table(summary: RunSummary) -> Table:
             f"HE {summary.he}, {summary.model_parameters} parameters, {summary.wall_seconds:.1f} s in all"
         )
     return table
+
+
+def undefined_notes(summary: RunSummary) -> list[str]:
+    """Why a figure of the summary table is NaN: one line per silo and figure."""
+    return [
+        f"NaN: silo {name}'s {metric} is undefined ({why})"
+        for name, row in summary.per_silo.items()
+        for metric, why in row.get("undefined", {}).items()
+    ]

@@ -14,6 +14,7 @@ as ``fedsilo.gate.*`` tags on the challenger version, which `fedsilo promote` re
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import uuid
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from typing import Any
 
 import ray
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.actor import failure_reason
@@ -65,8 +67,15 @@ def _score_on_silos(loaded: LoadedPipeline, uris: tuple[str, str], tracking_uri:
             actors.stop()
 
 
-def _fmt(v: object, digits: int = 3) -> str:
-    return "-" if v is None else f"{v:+.{digits}f}" if digits < 0 else f"{v:.{digits}f}"
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else "NaN" if math.isnan(v) else f"{v:.{digits}f}"
+
+
+def _delta_text(row: dict[str, Any], digits: int) -> str:
+    d = row["delta"]
+    if isinstance(d, float):
+        return f"{d:+.{digits}f}"
+    return "undefined" if row.get("undefined") else str(row["error"] or "-")
 
 
 def gate_table(result: GateResult) -> Table:
@@ -87,13 +96,13 @@ def gate_table(result: GateResult) -> Table:
         ch, cp = row["challenger"], row["champion"]
         assert isinstance(ch, dict) and isinstance(cp, dict)
         d = row["delta"]
-        mark = "" if d is None or not isinstance(d, float) else ("[red]" if d < -result.margin else "")
+        worse = not isinstance(d, float) or d < -result.margin
+        mark = "[yellow]" if row.get("undefined") else "[red]" if worse else ""
         cells = [_fmt(ch["accuracy"]), _fmt(cp["accuracy"]), _fmt(ch["auc"]), _fmt(cp["auc"]),
                  _fmt(ch["loss"], 4), _fmt(cp["loss"], 4)]  # fmt: skip
-        delta_text = f"{mark}{d:+.4f}" if isinstance(d, float) else f"[red]{row['error'] or '-'}"
-        table.add_row(str(row["silo"]), str(row["rows"]), *cells, delta_text)
-    if not decision.passed:
-        table.caption = "why: " + "; ".join(decision.reasons)
+        table.add_row(str(row["silo"]), str(row["rows"]), *cells, mark + escape(_delta_text(row, 4)))
+    why = [] if decision.passed else ["why: " + "; ".join(decision.reasons)]
+    table.caption = "\n".join(why + list(decision.notes)) or None
     return table
 
 
@@ -111,13 +120,11 @@ def gate_markdown(result: GateResult) -> str:
     for row in table_rows(result):
         ch, cp = row["challenger"], row["champion"]
         assert isinstance(ch, dict) and isinstance(cp, dict)
-        d = row["delta"]
         cells = [ch["accuracy"], cp["accuracy"], ch["auc"], cp["auc"], ch["loss"], cp["loss"]]
         text = " | ".join(_fmt(c, 4) for c in cells)
-        lines.append(
-            f"| {row['silo']} | {row['rows']} | {text} | {_fmt(d, 4) if d is not None else row['error']} |"
-        )
-    return "\n".join(lines) + "\n"
+        lines.append(f"| {row['silo']} | {row['rows']} | {text} | {_delta_text(row, 4)} |")
+    notes = result.decision().notes
+    return "\n".join(lines + ([""] + [f"- {note}" for note in notes] if notes else [])) + "\n"
 
 
 def _log(loaded: LoadedPipeline, tracking_uri: str, result: GateResult, registry: Registry) -> str:
@@ -136,9 +143,10 @@ def _log(loaded: LoadedPipeline, tracking_uri: str, result: GateResult, registry
             for side in ("challenger", "champion"):
                 values = row[side]
                 assert isinstance(values, dict)
-                metrics.update(
-                    {f"gate/{row['silo']}/{side}_{k}": v for k, v in values.items() if v is not None}
-                )
+                metrics.update(  # an undefined (NaN) figure is not logged as a number
+                    {f"gate/{row['silo']}/{side}_{k}": v for k, v in values.items()
+                     if v is not None and math.isfinite(v)}
+                )  # fmt: skip
             if isinstance(row["delta"], float):
                 metrics[f"gate/{row['silo']}/delta"] = row["delta"]
         mlflow.log_metrics(metrics)
@@ -196,5 +204,6 @@ def report(result: GateResult) -> dict[str, Any]:
         "margin": result.margin,
         "passed": decision.passed,
         "reasons": list(decision.reasons),
+        "notes": list(decision.notes),
         "silos": table_rows(result),
     }

@@ -6,7 +6,10 @@ Pure maths on the sums silos return (`Evaluation`); `pipelines/evaluate.py` coll
 - aggregate: the challenger is not worse than the champion on the chosen metric over every
   silo's held-out rows together (delta >= 0, no tolerance);
 - per silo: on no silo is it worse by more than ``margin`` (delta >= -margin);
-- every silo must have scored both models (a silo that could not is a failed check).
+- every silo must have scored both models (a silo that could not is a failed check);
+- a silo whose rows leave the metric undefined (ROC AUC over a single class, any metric over
+  no rows) neither passes nor fails its margin: the gate says so and decides on the others
+  and the aggregate.
 
 Deltas are signed so that positive means the challenger is better (loss: champion - challenger).
 """
@@ -14,8 +17,9 @@ Deltas are signed so that positive means the challenger is better (loss: champio
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orchestrator.metrics import GlobalEval, combine
 from silo.messages import Evaluation
@@ -28,11 +32,9 @@ EPS = 1e-9  # float noise in differences of ratios is not "worse"
 
 
 def value(result: GlobalEval, metric: str) -> float | None:
-    if metric == "accuracy":
-        return result.accuracy
-    if metric == "auc":
-        return result.auc
-    return result.loss
+    """The metric, or None where it could not be computed (never NaN: NaN compares as passing)."""
+    got = result.accuracy if metric == "accuracy" else result.auc if metric == "auc" else result.loss
+    return got if got is not None and math.isfinite(got) else None
 
 
 def delta(metric: str, challenger: float | None, champion: float | None) -> float | None:
@@ -50,29 +52,42 @@ class SiloComparison:
     champion: GlobalEval | None
     delta: float | None
     error: str = ""
+    undefined: str = ""  # why the silo's rows leave the metric undefined ("" when defined)
 
 
 @dataclass(frozen=True)
 class Decision:
     passed: bool
     reasons: tuple[str, ...]  # why it failed (empty when it passed)
+    notes: tuple[str, ...] = ()  # silos left out of the per-silo check, and why
 
 
 def decide(
-    aggregate_delta: float | None, deltas: Mapping[str, float | None], missing: Sequence[str], margin: float
+    aggregate_delta: float | None,
+    deltas: Mapping[str, float | None],
+    missing: Sequence[str],
+    margin: float,
+    undefined: Mapping[str, str] | None = None,
 ) -> Decision:
-    reasons = []
+    """``undefined``: silo -> why its rows leave the metric undefined; such a silo neither passes
+    nor fails. Any other silo without a delta fails the gate."""
+    undefined = undefined or {}
+    reasons, notes = [], []
     if aggregate_delta is None:
         reasons.append("the aggregate metric could not be computed")
     elif aggregate_delta < -EPS:
         reasons.append(f"worse than the champion on the aggregate by {-aggregate_delta:.4f}")
     for silo, d in deltas.items():
-        if d is None:
-            reasons.append(f"silo {silo}: metric undefined (a single class in its held-out rows?)")
+        if silo in undefined:
+            notes.append(
+                f"silo {silo}: metric undefined ({undefined[silo]}): neither passes nor fails its margin"
+            )
+        elif d is None:
+            reasons.append(f"silo {silo}: the metric could not be computed for one of the models")
         elif d < -margin - EPS:
             reasons.append(f"silo {silo}: worse by {-d:.4f}, more than the margin {margin:g}")
     reasons += [f"silo {silo}: did not score the models" for silo in missing]
-    return Decision(not reasons, tuple(reasons))
+    return Decision(not reasons, tuple(reasons), tuple(notes))
 
 
 @dataclass(frozen=True)
@@ -98,10 +113,15 @@ class GateResult:
     def deltas(self) -> dict[str, float | None]:
         return {s.silo: s.delta for s in self.silos if s.challenger is not None}
 
+    @property
+    def undefined(self) -> dict[str, str]:
+        return {s.silo: s.undefined for s in self.silos if s.undefined}
+
     def decision(self, margin: float | None = None) -> Decision:
         return decide(
-            self.aggregate_delta, self.deltas, self.missing, self.margin if margin is None else margin
-        )
+            self.aggregate_delta, self.deltas, self.missing, self.margin if margin is None else margin,
+            self.undefined,
+        )  # fmt: skip
 
 
 def compare(
@@ -121,7 +141,9 @@ def compare(
         ours.append(got[0])
         theirs.append(got[1])
         d = delta(metric, value(mine, metric), value(other, metric))
-        rows.append(SiloComparison(silo, got[0].examples, mine, other, d))
+        # the same rows for both models: what leaves one's metric undefined leaves the other's
+        why = mine.per_silo[got[0].silo].undefined.get(metric, "")
+        rows.append(SiloComparison(silo, got[0].examples, mine, other, d, undefined=why))
     return GateResult(name, versions[0], versions[1], metric, margin, combine(0, ours), combine(0, theirs),
                       tuple(rows))  # fmt: skip
 
@@ -141,6 +163,8 @@ def table_rows(result: GateResult) -> list[dict[str, object]]:
                 "delta": d, "error": error}  # fmt: skip
 
     rows = [row(s.silo, s.examples, s.challenger, s.champion, s.delta, s.error) for s in result.silos]
+    for table_row, s in zip(rows, result.silos, strict=True):
+        table_row["undefined"] = s.undefined
     rows.append(row("aggregate", result.challenger.examples, result.challenger, result.champion,
                     result.aggregate_delta, ""))  # fmt: skip
     return rows
@@ -157,6 +181,7 @@ def to_tags(result: GateResult, run_id: str, at: str) -> dict[str, str]:
         f"{TAG}aggregate_delta": repr(result.aggregate_delta),
         f"{TAG}deltas": json.dumps(result.deltas, sort_keys=True),
         f"{TAG}missing": ",".join(result.missing) or "-",
+        f"{TAG}undefined": json.dumps(result.undefined, sort_keys=True),
         f"{TAG}passed": str(decision.passed).lower(),
         f"{TAG}run_id": run_id,
         f"{TAG}at": at,
@@ -175,6 +200,7 @@ class GateRecord:
     missing: tuple[str, ...]
     passed: bool
     run_id: str
+    undefined: dict[str, str] = field(default_factory=dict)  # silo -> why its metric is undefined
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str]) -> GateRecord | None:
@@ -190,9 +216,11 @@ class GateRecord:
             missing=tuple(s for s in tags.get(f"{TAG}missing", "-").split(",") if s and s != "-"),
             passed=tags.get(f"{TAG}passed") == "true",
             run_id=tags.get(f"{TAG}run_id", ""),
+            undefined=json.loads(tags.get(f"{TAG}undefined", "{}")),
         )
 
     def decision(self, margin: float | None = None) -> Decision:
         return decide(
-            self.aggregate_delta, self.deltas, self.missing, self.margin if margin is None else margin
-        )
+            self.aggregate_delta, self.deltas, self.missing, self.margin if margin is None else margin,
+            self.undefined,
+        )  # fmt: skip

@@ -64,19 +64,23 @@ class RunSummary:
             if row["round"] == result.after_round:
                 row["global_val_accuracy"] = result.accuracy
                 row["global_val_loss"] = result.loss
+                row["metrics"] = result.metrics  # every figure over all silos' rows, NaN where undefined
 
     def finish(self, result: GlobalEval) -> None:
-        accuracies = [s.accuracy for s in result.per_silo.values()]
+        """Final figures: NaN where a silo's rows leave one undefined (the reason under
+        ``per_silo[silo]["undefined"]``); the global ones come from the summed sums."""
         self.final = {
             "global_val_accuracy": result.accuracy,
             "global_val_loss": result.loss,
             "global_val_auc": result.auc,
-            "mean_of_silos_val_accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
+            "mean_of_silos_val_accuracy": result.mean_of_silos("accuracy"),
+            "metrics": result.metrics,
+            "silos": {name: score.metrics for name, score in result.per_silo.items()},
         }
         for name, score in result.per_silo.items():
-            self.per_silo.setdefault(name, {}).update(
-                {"val_accuracy": score.accuracy, "val_loss": score.loss, "val_rows": score.examples}
-            )
+            row = self.per_silo.setdefault(name, {})
+            row.update({f"val_{metric}": value for metric, value in score.metrics.items()})
+            row.update({"val_rows": score.examples, "undefined": dict(score.undefined)})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,8 +127,21 @@ No row of data left any silo; the orchestrator added the silos' updates {how}.
 
 ## Quality (global model, validation rows of every silo)
 - {quality}
-- mean of per-silo accuracies: {final.get("mean_of_silos_val_accuracy") or float("nan"):.4f}
-"""
+- mean of per-silo accuracies: {_mean_text(final.get("mean_of_silos_val_accuracy"))}
+{_undefined_card(summary.per_silo)}"""
+
+
+def _mean_text(mean: float | None) -> str:
+    return "undefined" if mean is None else f"{mean:.4f}"
+
+
+def _undefined_card(per_silo: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        f"- silo {name}: {metric} undefined ({why})"
+        for name, row in per_silo.items()
+        for metric, why in row.get("undefined", {}).items()
+    ]
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def metrics_figure(

@@ -19,7 +19,7 @@ from orchestrator.errors import BudgetSpent, FederationError
 from orchestrator.metrics import GlobalEval
 from orchestrator.records import OrchestratorState, SetupReport
 from pipelines import checkpoint, federation
-from pipelines.console import round_progress, setup_table, summary_table
+from pipelines.console import round_progress, setup_table, summary_table, undefined_notes
 from pipelines.lineage import lifecycle_card, lifecycle_version_tags
 from pipelines.privacy_report import chained_privacy, delta_problems, privacy_tags
 from pipelines.registry import check_reachable
@@ -213,6 +213,8 @@ def run_federation(
         tracker.log_text(model_card(loaded, setup, summary) + lifecycle_card(setup, warm), "model_card.md")
         tracker.log_dict(summary.to_dict(), "summary.json")
         console.print(summary_table(summary))
+        for note in undefined_notes(summary):
+            console.print(note, style="yellow", highlight=False)
         console.print(
             f"registered [bold]{published.name}[/] version {published.version} as @{published.alias}; "
             f"load it with mlflow.pyfunc.load_model('models:/{published.name}@{published.alias}')"

@@ -7,12 +7,13 @@ logs the model itself into the same run.
 from __future__ import annotations
 
 import logging
+import math
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from orchestrator.metrics import GlobalEval
+from orchestrator.metrics import GlobalEval, undefined_figures
 from orchestrator.records import RoundRecord, SetupReport
 from pipelines.spec import LoadedPipeline, flatten
 
@@ -50,16 +51,26 @@ def code_version() -> str:
 
 
 def eval_metrics(result: GlobalEval) -> dict[str, float]:
+    """The evaluation's MLflow metrics; an undefined (NaN) figure is left out, never logged as a
+    number (`undefined_tags` says why it is missing)."""
     metrics = {"global/val_loss": result.loss, "global/val_accuracy": result.accuracy}
     if result.auc is not None:
         metrics["global/val_auc"] = result.auc
-    if result.per_silo:
-        accuracies = [s.accuracy for s in result.per_silo.values()]
-        metrics["global/val_accuracy_mean_of_silos"] = sum(accuracies) / len(accuracies)
+    mean = result.mean_of_silos("accuracy")
+    if mean is not None:
+        metrics["global/val_accuracy_mean_of_silos"] = mean
     for name, score in result.per_silo.items():
-        metrics[f"silo/{name}/val_accuracy"] = score.accuracy
-        metrics[f"silo/{name}/val_loss"] = score.loss
-    return metrics
+        metrics.update({f"silo/{name}/val_{metric}": v for metric, v in score.metrics.items()})
+    return {key: value for key, value in metrics.items() if math.isfinite(value)}
+
+
+def undefined_tags(result: GlobalEval) -> dict[str, str]:
+    """``fedsilo.undefined.silo/<silo>/val_<figure>``: why that silo's figure has no values."""
+    return {
+        f"fedsilo.undefined.silo/{name}/val_{metric}": why
+        for name, figures in undefined_figures(result.per_silo).items()
+        for metric, why in figures.items()
+    }
 
 
 def round_metrics(record: RoundRecord) -> dict[str, float]:
@@ -106,6 +117,7 @@ class RunTracker:
         # Steps already in the store (a resumed run): logging stays idempotent per step.
         self._logged_rounds: set[int] = set()
         self._logged_evals: set[int] = set()
+        self._undefined: set[str] = set()  # fedsilo.undefined.* tags set so far
         if run_id is not None:
             client = self._mlflow.MlflowClient()
             self._logged_rounds = {m.step for m in client.get_metric_history(run_id, "round/participants")}
@@ -161,6 +173,9 @@ class RunTracker:
         for r in report.ready:  # data versions: what each silo trained on (hash and count, never rows)
             tags[f"data/{r.silo}/sha256"] = r.data_sha256
             tags[f"data/{r.silo}/rows"] = str(r.data_rows)
+        for d in report.descriptions:  # e.g. a single class: trained, but said
+            if d.warnings:
+                tags[f"data/{d.name}/warning"] = "; ".join(d.warnings)[:5000]
         self._mlflow.set_tags(tags)
         metrics = {
             "setup/seconds": seconds,
@@ -190,6 +205,10 @@ class RunTracker:
             return
         self._logged_evals.add(result.after_round)
         self._mlflow.log_metrics(eval_metrics(result), step=result.after_round, synchronous=False)
+        undefined = {k: v for k, v in undefined_tags(result).items() if k not in self._undefined}
+        if undefined:  # once per figure: a silo's rows, not the round, make it undefined
+            self._undefined.update(undefined)
+            self._mlflow.set_tags(undefined)
 
     def log_figure(self, figure: Any, name: str) -> None:
         self._mlflow.log_figure(figure, name)

@@ -223,11 +223,16 @@ class SiloWorker:
         self._dropped = len(self._raw) - len(frame)
         self._data_version = fingerprint(frame, (*schema.features, spec.target))
         y = labels(spec, frame[spec.target]).to_numpy()
-        if len(frame) < 2 or len(set(y)) < 2:
+        if len(frame) == 0:
             raise DataError(
-                f"silo {self.name!r}: only {len(frame)} rows ({len(set(y))} class) left after "
+                f"silo {self.name!r}: only {len(frame)} rows (0 class) left after "
                 f"[data] missing = {spec.missing!r} dropped {self._dropped}; use missing = 'impute'"
             )
+        if len(set(y)) < 2 and self._dropped:
+            # the description saw two classes; a single class trains too (its AUC is undefined)
+            logger.warning("silo %s: one class left after dropping %d rows", self.name, self._dropped)
+        # A tiny silo trains all the same: fewer rows than batch_size make one smaller batch, and a
+        # split with fewer validation rows than classes reports its figures over the rows it has.
         train, val = split_indices(y, spec.validation_fraction, spec.seed)
         self._schema = schema
         self._train_frame = frame.iloc[train].reset_index(drop=True)

@@ -59,6 +59,8 @@ class SiloDescription:
     classes: tuple[str, ...]  # target values seen here (after `positive`, if set)
     missing: dict[str, int]  # column -> missing cells
     errors: tuple[str, ...] = ()
+    # What the silo can train with but should know of (a single class here): shown, never refused
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -184,15 +186,22 @@ def describe_frame(silo: str, frame: pd.DataFrame, spec: DataSpec) -> SiloDescri
     if target.isna().all():
         errors.append(f"silo {silo!r}: target column {spec.target!r} has no values")
     classes = tuple(sorted(set(labels(spec, target[target.notna()]))))
-    if len(classes) == 1:
-        errors.append(
-            f"silo {silo!r}: target column {spec.target!r} has a single class {classes[0]!r}; "
-            "a silo needs at least two classes to train and validate"
-        )
+    warnings = [single_class_warning(silo, spec.target, classes[0])] if len(classes) == 1 else []
     levels = {name: tuple(sorted({canonical(v) for v in frame[name].dropna()})) for name in spec.categorical}
     missing = {c: int(frame[c].isna().sum()) for c in [*features, spec.target] if frame[c].isna().any()}
     return SiloDescription(
-        silo, len(frame), tuple(columns), features, numeric, levels, classes, missing, tuple(errors)
+        silo, len(frame), tuple(columns), features, numeric, levels, classes, missing, tuple(errors),
+        tuple(warnings),
+    )  # fmt: skip
+
+
+def single_class_warning(silo: str, target: str, cls: str) -> str:
+    """A silo whose rows hold one class trains and contributes (the classes the model predicts
+    are the union over all silos, checked by `orchestrator.schema.agree`); only its own
+    figures that need two classes, such as ROC AUC, are undefined."""
+    return (
+        f"silo {silo!r}: target column {target!r} has a single class {cls!r} here; it trains and "
+        "contributes, and its own ROC AUC is undefined"
     )
 
 

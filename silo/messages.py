@@ -49,11 +49,13 @@ class Evaluation:
 
     @property
     def loss(self) -> float:
-        return self.loss_sum / max(self.examples, 1)
+        """Mean loss; NaN (undefined) over no rows."""
+        return self.loss_sum / self.examples if self.examples else float("nan")
 
     @property
     def accuracy(self) -> float:
-        return self.correct / max(self.examples, 1)
+        """Share of rows classified right; NaN (undefined) over no rows."""
+        return self.correct / self.examples if self.examples else float("nan")
 
 
 @dataclass(frozen=True)

@@ -48,3 +48,10 @@ def test_every_silos_errors_are_reported_together() -> None:
 def test_a_single_class_across_all_silos_is_refused() -> None:
     with pytest.raises(SchemaMismatch, match="single class"):
         agree([_desc("a", ("x", "k"), classes=("1",)), _desc("b", ("x", "k"), classes=("1",))])
+
+
+def test_a_single_class_silo_joins_the_union_of_classes() -> None:
+    schema = agree(
+        [_desc("all-positive", ("x", "k"), classes=("1",)), _desc("b", ("x", "k"), classes=("0",))]
+    )
+    assert schema.classes == ("0", "1") and schema.n_outputs == 1

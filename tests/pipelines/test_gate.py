@@ -41,3 +41,41 @@ def test_the_gate_survives_the_round_trip_through_version_tags() -> None:
     assert record is not None and record.against_version == "2" and not record.passed
     assert record.decision() == result.decision() and record.run_id == "run1"
     assert decide(0.0, {}, [], 0.02).passed and GateRecord.from_tags({}) is None
+
+
+def _binary(silo: str, correct: int, pos: dict[int, int], neg: dict[int, int]) -> Evaluation:
+    hist = lambda bins: tuple(bins.get(i, 0) for i in range(100))  # noqa: E731
+    n = sum(pos.values()) + sum(neg.values())
+    return Evaluation(silo, n, 0.5 * n, correct, hist(pos), hist(neg))
+
+
+def test_a_silo_whose_metric_is_undefined_neither_passes_nor_fails_its_margin() -> None:
+    # "ref" holds one class: its AUC is undefined for both models, whatever they score
+    one_class = (_binary("ref", 2, {30: 10}, {}), _binary("ref", 9, {80: 10}, {}))
+    good = (_binary("a", 9, {90: 5}, {10: 5}), _binary("a", 9, {90: 5}, {10: 5}))
+    result = compare("m", ("3", "2"), {"ref": one_class, "a": good}, "auc", 0.02)
+    decision = result.decision()
+    assert decision.passed and result.undefined == {"ref": "a single class in its validation rows"}
+    assert decision.notes == (
+        "silo ref: metric undefined (a single class in its validation rows): neither passes nor fails "
+        "its margin",
+    )
+    # ... and the others still decide: a worse silo beside it fails the gate
+    worse = (_binary("a", 9, {40: 5}, {60: 5}), _binary("a", 9, {90: 5}, {10: 5}))
+    failed = compare("m", ("3", "2"), {"ref": one_class, "a": worse}, "auc", 0.02).decision()
+    assert not failed.passed and failed.reasons[-1].startswith("silo a: worse by 1.0000")
+    assert len(failed.notes) == 1
+    # on accuracy the same silo is defined and checked
+    on_accuracy = compare("m", ("3", "2"), {"ref": one_class, "a": good}, "accuracy", 0.02)
+    assert not on_accuracy.decision().passed and on_accuracy.undefined == {}
+    record = GateRecord.from_tags(to_tags(result, "run2", "2026-12-01T00:00:00+00:00"))
+    assert record is not None and record.decision() == decision and record.undefined == result.undefined
+
+
+def test_a_metric_that_cannot_be_computed_for_one_model_fails() -> None:
+    diverged = Evaluation("a", 10, float("nan"), 5)
+    result = compare("m", ("3", "2"), {"a": (diverged, _eval("a", 5, 10))}, "loss", 0.02)
+    assert not result.decision().passed and result.decision().reasons == (
+        "the aggregate metric could not be computed",
+        "silo a: the metric could not be computed for one of the models",
+    )

@@ -122,6 +122,14 @@ def test_delta_must_be_below_one_over_n() -> None:
     ]
 
 
+def test_a_tiny_silo_is_held_to_delta_below_one_over_its_rows_too() -> None:
+    record = _parse('dp = "record"\ntarget_epsilon = 3\ndelta = 0.2\n').spec
+    assert delta_problems(record, {"clinic": 5, "big": 4}) == [
+        "silo 'clinic': privacy.delta = 0.2 is not below 1/5 (its 5 training rows): "
+        "choose delta < 0.2, e.g. 0.01"
+    ]
+
+
 def test_validate_refuses_delta_naming_the_silos_too_large_for_it(tmp_path: Path, capsys) -> None:
     text = example_pipeline_text(he='"off"\ndp = "record"\ntarget_epsilon = 8\ndelta = 0.005')
     path = tmp_path / "pipeline.toml"

@@ -17,6 +17,7 @@ from privacy.sealing import SealError
 from privacy.signing import verify_update
 from silo.actor import SiloWorker
 from silo.config import DataSpec, ModelSpec, SiloSpec
+from silo.data import DataError
 from silo.messages import FitConfig, FitIns
 from tests.conftest import synthetic_silo
 
@@ -134,3 +135,45 @@ def test_the_key_bundle_for_the_orchestrator_holds_no_secret(write_table) -> Non
     secret = a._keys.secret_bytes()
     for blob in (keys_seen, pickle.dumps(bundle)):
         assert secret not in blob and secret[100:164] not in blob
+
+
+def test_a_single_class_silo_and_tiny_silos_train_and_report_what_their_rows_define(write_table) -> None:
+    from orchestrator.metrics import combine
+
+    positive = synthetic_silo(200, seed=7)
+    positive = positive[positive["y"] == 1].head(40)  # a referral centre: every patient has the disease
+    tiny = synthetic_silo(6, seed=8)  # fewer rows than batch_size (16)
+    two = synthetic_silo(40, seed=9).sort_values("y").iloc[[0, -1]]  # one row per class: none validates
+    frames = [synthetic_silo(120, seed=6), positive, tiny, two]
+    silos = _ready([write_table(f"k{i}", f) for i, f in enumerate(frames)], BINARY)
+    assert silos[1].describe().warnings and silos[1].describe().classes == ("1",)
+    assert [len(s._y_val) for s in silos[1:]] == [8, 2, 0] and len(silos[3]._y_train) == 2
+
+    payload = None
+    for r in range(1, 4):
+        results, payload = _round(silos, r, payload)
+        assert all(np.isfinite(res.train_loss) for res in results)
+    result = combine(3, [s.evaluate(payload) for s in silos])
+
+    ones = result.per_silo["s1"]
+    assert ones.undefined == {"auc": "a single class in its validation rows"}
+    assert 0 <= ones.accuracy <= 1 and np.isfinite(ones.loss) and np.isnan(ones.metrics["auc"])
+    assert result.per_silo["s2"].examples == 2 and np.isfinite(result.per_silo["s2"].accuracy)
+    assert set(result.per_silo["s3"].undefined) == {"loss", "accuracy", "auc"}
+    assert (
+        result.examples == sum(len(s._y_val) for s in silos)
+        and result.auc is not None
+        and np.isfinite(result.loss)
+    )
+
+
+def test_a_silo_with_no_row_left_after_dropping_gaps_says_so(write_table) -> None:
+    gaps = synthetic_silo(10, seed=10)
+    gaps.loc[:, "x1"] = np.nan
+    data = DataSpec(target="y", categorical=("color",), missing="drop")
+    silos = [SiloWorker(SiloSpec(f"d{i}", str(write_table(f"d{i}", f)), data, ModelSpec()))
+             for i, f in enumerate([synthetic_silo(30, seed=11), gaps])]  # fmt: skip
+    schema = agree([s.describe() for s in silos])
+    silos[0].stats_sums(schema)
+    with pytest.raises(DataError, match=r"silo 'd1': only 0 rows .* missing = 'drop' dropped 10"):
+        silos[1].stats_sums(schema)

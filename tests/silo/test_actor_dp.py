@@ -103,3 +103,19 @@ def test_record_mode_calibrates_and_spends_the_budget_with_each_opacus_accountan
         assert not one.has_error() and not two.has_error()
         assert 0 < (one.epsilon or 0) < (two.epsilon or 0) <= 3.0
         assert two.epsilon == pytest.approx(3.0, rel=0.05)  # the planned rounds spend the target
+
+
+def test_record_mode_trains_a_tiny_and_a_single_class_silo(write_table) -> None:
+    positive = synthetic_silo(120, seed=3)
+    frames = [synthetic_silo(80, seed=2), positive[positive["y"] == 1].head(30), synthetic_silo(6, seed=4)]
+    paths = [write_table(f"t{i}", f) for i, f in enumerate(frames)]
+    dp = DPConfig(mode="record", noise_multiplier=1.0, delta=1e-3, max_grad_norm=1.0, planned_rounds=1)
+    silos = _ready(paths, dp)
+
+    results = [s.fit(FitIns(1, None, CONFIG)) for s in silos]
+
+    for silo, res in zip(silos, results, strict=True):
+        assert not res.has_error(), res.error
+        assert res.epsilon is not None and res.epsilon > 0 and silo._staged is not None
+    # fewer rows than batch_size (16): one Poisson batch per epoch at sample rate 1, as Opacus plans it
+    assert len(silos[2]._y_train) < CONFIG.batch_size and results[2].examples == len(silos[2]._y_train)

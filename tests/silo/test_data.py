@@ -76,10 +76,27 @@ def test_non_numeric_value_names_column_value_and_line(write_table) -> None:
     assert error.startswith("silo 'd': column 'x1' has non-numeric value 'abc' (line 6)")
 
 
-def test_single_class_target(write_table) -> None:
+def test_a_single_class_target_is_a_warning_not_an_error(write_table) -> None:
     frame = synthetic_silo(20, seed=4).assign(y=1)
-    (error,) = inspect_table("e", write_table("one", frame), SPEC).errors
-    assert "silo 'e': target column 'y' has a single class '1'" in error
+    description = inspect_table("e", write_table("one", frame), SPEC)
+    assert description.ok and description.classes == ("1",)
+    (warning,) = description.warnings
+    assert "silo 'e': target column 'y' has a single class '1'" in warning
+    assert "trains and contributes" in warning and "AUC is undefined" in warning
+
+
+def test_a_single_class_silo_keeps_its_class_in_validation() -> None:
+    y = np.array(["1"] * 30)
+    train, val = split_indices(y, 0.2, seed=0)
+    assert len(train) == 24 and len(val) == 6 and set(train) | set(val) == set(range(30))
+
+
+def test_a_tiny_silo_splits_what_it_has() -> None:
+    # fewer validation rows than classes: the minority class stays in training
+    train, val = split_indices(np.array(["0"] * 19 + ["1"]), 0.2, seed=0)
+    assert len(val) == 4 and 19 in train
+    train, val = split_indices(np.array(["1"]), 0.2, seed=0)  # one row: it trains, nothing validates
+    assert list(train) == [0] and len(val) == 0
 
 
 def test_missing_target_column(write_table) -> None:
