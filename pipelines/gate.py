@@ -151,7 +151,8 @@ def compare(
 def _metrics(result: GlobalEval | None) -> dict[str, float | None]:
     if result is None:
         return {"accuracy": None, "auc": None, "loss": None}
-    return {"accuracy": result.accuracy, "auc": result.auc, "loss": result.loss}
+    figures = result.metrics  # NaN where the rows leave a figure undefined; no "auc" unless binary
+    return {"accuracy": figures["accuracy"], "auc": figures.get("auc"), "loss": figures["loss"]}
 
 
 def table_rows(result: GateResult) -> list[dict[str, object]]:

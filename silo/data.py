@@ -199,10 +199,7 @@ def single_class_warning(silo: str, target: str, cls: str) -> str:
     """A silo whose rows hold one class trains and contributes (the classes the model predicts
     are the union over all silos, checked by `orchestrator.schema.agree`); only its own
     figures that need two classes, such as ROC AUC, are undefined."""
-    return (
-        f"silo {silo!r}: target column {target!r} has a single class {cls!r} here; it trains and "
-        "contributes, and its own ROC AUC is undefined"
-    )
+    return f"silo {silo!r}: a single class {cls!r} in {target!r}; it trains, its own AUC is undefined"
 
 
 def prepare_frame(
