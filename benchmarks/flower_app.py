@@ -45,6 +45,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
+from torch.utils.data import TensorDataset
 
 from orchestrator.schema import agree
 from pipelines import build
@@ -61,6 +62,7 @@ from silo.preprocess import (
     local_squares,
     local_sums,
 )
+from silo.task_kinds import defaults
 from silo.train import evaluate, local_train
 
 SETUP_ENV = "FEDSILO_BENCH_FLOWER_SETUP"  # path of the JSON the driver hands every client
@@ -187,7 +189,10 @@ def client_train(msg: Message, context: Context) -> Message:
     )
     server_round = int(config["server-round"])  # type: ignore[arg-type]
     round_seed = zlib.crc32(f"{fit.seed}/{server_round}/{data.name}".encode())  # as SiloWorker.fit
-    loss = local_train(model, data.x_train, data.y_train, fit, data.binary, CPU, round_seed)
+    train = TensorDataset(torch.from_numpy(data.x_train), torch.from_numpy(data.y_train))
+    loss = local_train(
+        model, train, defaults("binary" if data.binary else "multiclass")["loss"], fit, CPU, round_seed
+    )
     content = RecordDict(
         {
             "arrays": ArrayRecord(model.state_dict()),
@@ -201,7 +206,8 @@ def client_train(msg: Message, context: Context) -> Message:
 def client_evaluate(msg: Message, context: Context) -> Message:
     data = silo_data(int(context.node_config["partition-id"]))
     model = _model_from(msg, data)
-    result = evaluate(model, data.x_val, data.y_val, data.binary, CPU, data.name)
+    val = TensorDataset(torch.from_numpy(data.x_val), torch.from_numpy(data.y_val))
+    result = evaluate(model, val, data.binary, CPU, data.name)
     metrics = MetricRecord(
         {
             "accuracy": result.accuracy,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from silo.messages import Evaluation
+from silo.task_kinds import auc_from_histograms
 
 NAN = float("nan")
 
@@ -61,15 +62,6 @@ class GlobalEval:
         """The plain mean of the silos where ``metric`` is defined (None where it is nowhere)."""
         values = [v for s in self.per_silo.values() if math.isfinite(v := s.metrics.get(metric, NAN))]
         return sum(values) / len(values) if values else None
-
-
-def auc_from_histograms(positive: np.ndarray, negative: np.ndarray) -> float | None:
-    """ROC AUC from binned scores: P(s+ > s-) + P(same bin) / 2; None with one class only."""
-    n_pos, n_neg = positive.sum(), negative.sum()
-    if n_pos == 0 or n_neg == 0:
-        return None
-    below = np.concatenate([[0], np.cumsum(negative)[:-1]])
-    return float((positive * below).sum() + 0.5 * (positive * negative).sum()) / float(n_pos * n_neg)
 
 
 def add(evaluations: Sequence[Evaluation], silo: str = "all") -> Evaluation:

@@ -86,11 +86,14 @@ def calibrate(
     )
 
 
-def record_plan(rows: int, batch_size: int, local_epochs: int) -> tuple[float, int]:
+def record_plan(
+    rows: int, batch_size: int, local_epochs: int, local_steps: int | None = None
+) -> tuple[float, int]:
     """(Poisson sample rate, steps per round) of DP-SGD over ``rows`` rows, as Opacus's
-    DPDataLoader does it: one step per batch of the plain loader, each row in with probability q."""
+    DPDataLoader does it: one step per batch of the plain loader, each row in with probability q;
+    ``local_steps`` such steps when given, else ``local_epochs`` passes."""
     batches = max(1, math.ceil(rows / batch_size))
-    return 1.0 / batches, batches * local_epochs
+    return 1.0 / batches, local_steps if local_steps is not None else batches * local_epochs
 
 
 def noise_share_std(noise_multiplier: float, max_norm: float, shares: int) -> float:

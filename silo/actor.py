@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import ray
 import torch
+from torch.utils.data import TensorDataset
 
 from privacy.aggregate import bound_hint, encode_weighted
 from privacy.codec import Codec, Payload, PlainCodec
@@ -72,6 +73,7 @@ from silo.preprocess import (
 )
 from silo.privacy_budget import SiloPrivacy
 from silo.server_opt import OptState, server_step, split_scaffold
+from silo.task_kinds import defaults
 from silo.train import evaluate, local_steps, local_train
 from silo.update import Control, staged_update
 
@@ -257,11 +259,10 @@ class SiloWorker:
             self._require_codec().decode(squares),
             na_values=spec.data.na_values,
         )
-        target = spec.data.target
-        self._x_train = self._pre.transform(self._train_frame)
-        self._y_train = self._pre.encode_target(self._train_frame[target])
-        self._x_val = self._pre.transform(self._val_frame)
-        self._y_val = self._pre.encode_target(self._val_frame[target])
+        # the built-in task's data: tensors on the silo's device, indexed whole by the one loop
+        self._train_set = self._tensors(self._train_frame)
+        self._val_set = self._tensors(self._val_frame)
+        self._loss = defaults("binary" if self._pre.binary else "multiclass")["loss"]
         self._model = build_model(spec.model, self._schema.n_inputs, self._schema.n_outputs, spec.seed)
         self._initial = get_flat(self._model)
         if spec.initial_model is not None:
@@ -269,8 +270,8 @@ class SiloWorker:
         self._model.to(self.device)
         return SiloReady(
             self.name,
-            len(self._y_train),
-            len(self._y_val),
+            len(self._train_set),
+            len(self._val_set),
             self._dropped,
             self._schema.n_inputs,
             count_parameters(self._model),
@@ -280,6 +281,11 @@ class SiloWorker:
             self._data_version.rows,
             self._warm_note,
         )
+
+    def _tensors(self, frame: pd.DataFrame) -> TensorDataset:
+        assert self._pre is not None
+        x, y = self._pre.transform(frame), self._pre.encode_target(frame[self.spec.data.target])
+        return TensorDataset(torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device))
 
     def _warm_start(self, model_uri: str) -> None:
         """The registered model's weights (rebased to this run's preprocessing) as round 1's model."""
@@ -308,7 +314,7 @@ class SiloWorker:
 
     def _evaluate(self) -> Evaluation:
         assert self._pre is not None
-        return evaluate(self._model, self._x_val, self._y_val, self._pre.binary, self.device, self.name)
+        return evaluate(self._model, self._val_set, self._pre.binary, self.device, self.name)
 
     def fit(self, ins: FitIns) -> FitRes:
         """Score the incoming global model, train locally, stage n_k * w_k for `encode_staged`
@@ -319,7 +325,7 @@ class SiloWorker:
         self._load_global(ins.global_payload)
         evaluation = self._evaluate()
         round_seed = zlib.crc32(f"{ins.config.seed}/{ins.round}/{self.name}".encode())
-        examples = len(self._y_train)
+        examples = len(self._train_set)
         dp, config = self._privacy, ins.config
         control = None
         if config.scaffold:
@@ -329,12 +335,13 @@ class SiloWorker:
         begin = get_flat(self._model)
         if dp is None:
             loss = local_train(
-                self._model, self._x_train, self._y_train, config, self._pre.binary, self.device, round_seed,
+                self._model, self._train_set, self._loss, config, self.device, round_seed,
                 correction=None if control is None else control.c_global - control.c_local,
             )  # fmt: skip
         else:
             record = dp.config.mode == "record"
-            plan = record_plan(examples, config.batch_size, config.local_epochs) if record else None
+            epochs, batch = config.local_epochs, config.batch_size
+            plan = record_plan(examples, batch, epochs, config.local_steps) if record else None
             rate, steps = plan or (1.0, 1)
             sigma = dp.plan(rate, steps)
             refusal = dp.refusal(rate, steps)
@@ -375,15 +382,13 @@ class SiloWorker:
         secret = int.from_bytes(os.urandom(8), "little")
         if dp.config.mode == "record":
             loss, rate, steps = dp_local_train(
-                self._model, self._x_train, self._y_train, config, self._pre.binary, self.device,
-                secret, sigma, dp.config.max_grad_norm,
+                self._model, self._train_set, self._loss, config, self.device, secret, sigma,
+                dp.config.max_grad_norm,
             )  # fmt: skip
             dp.spend(rate, steps)
             return loss
         start = get_flat(self._model)
-        loss = local_train(
-            self._model, self._x_train, self._y_train, config, self._pre.binary, self.device, round_seed
-        )
+        loss = local_train(self._model, self._train_set, self._loss, config, self.device, round_seed)
         set_flat(self._model, dp.privatize(start, get_flat(self._model), np.random.default_rng(secret)))
         dp.spend(1.0, 1)
         return loss

@@ -10,31 +10,31 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from privacy.dp import record_plan
 from silo.messages import FitConfig
-from silo.train import make_optimizer
+from silo.train import LossFn, make_optimizer
 
 logger = logging.getLogger(__name__)
 
 
 def dp_local_train(
     model: nn.Module,
-    x: np.ndarray,
-    y: np.ndarray,
+    train_set: Dataset[Any],
+    loss_fn: LossFn,
     config: FitConfig,
-    binary: bool,
     device: torch.device,
     round_seed: int,
     noise_multiplier: float,
     max_grad_norm: float,
 ) -> tuple[float, float, int]:
-    """Train ``model`` in place with DP-SGD; return (mean training loss, sample rate, steps)."""
+    """Train ``model`` in place with DP-SGD; return (mean training loss, sample rate, steps).
+    ``loss_fn`` must give one loss per sample (per-sample clipping needs them)."""
     from opacus import GradSampleModule
     from opacus.data_loader import DPDataLoader
     from opacus.optimizers import DPOptimizer
@@ -44,10 +44,9 @@ def dp_local_train(
     # stream of its own seeded by the sampling generator's first draw.
     noise_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     noise = torch.Generator(device=device).manual_seed(noise_seed)
-    sample_rate, steps = record_plan(len(y), config.batch_size, config.local_epochs)
-    target = torch.from_numpy(y).float().unsqueeze(1) if binary else torch.from_numpy(y)
-    dataset = TensorDataset(torch.from_numpy(x), target)
-    plain = DataLoader(dataset, batch_size=config.batch_size)
+    rows = len(train_set)  # type: ignore[arg-type]
+    sample_rate, steps = record_plan(rows, config.batch_size, config.local_epochs, config.local_steps)
+    plain = DataLoader(_on_cpu(train_set), batch_size=config.batch_size)
     loader = DPDataLoader.from_data_loader(plain, generator=generator)
     assert abs(loader.sample_rate - sample_rate) < 1e-12  # what the accountant is told
     work = copy.deepcopy(model).to(device)
@@ -56,30 +55,40 @@ def dp_local_train(
         warnings.simplefilter("ignore")
         wrapped = GradSampleModule(work)
         optimizer = DPOptimizer(
-            make_optimizer(wrapped.parameters(), config),
+            make_optimizer([p for p in wrapped.parameters() if p.requires_grad], config),
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
             # as Opacus's make_private: rows x sample rate (<= batch_size), the mean's divisor
-            expected_batch_size=max(1, int(len(y) * sample_rate)),
+            expected_batch_size=max(1, int(rows * sample_rate)),
             generator=noise,
         )
-    loss_fn: nn.Module = nn.BCEWithLogitsLoss(reduction="mean") if binary else nn.CrossEntropyLoss()
     total, seen, taken = 0.0, 0, 0
-    for _ in range(config.local_epochs):
+    while taken < steps:
         for xb, yb in loader:
             xb, yb = xb.to(device), yb.to(device)
             optimizer.zero_grad()
             # An empty Poisson batch (possible, and part of the guarantee) gives a NaN loss
             # but empty per-sample gradients: Opacus's step is then noise only.
-            loss = loss_fn(wrapped(xb), yb)
-            loss.backward()
+            losses = loss_fn(wrapped(xb), yb)
+            if losses.dim() != 1:
+                raise ValueError("record-level DP needs a loss with one value per sample, got a scalar")
+            losses.mean().backward()
             if len(xb):
-                total += float(loss.detach()) * len(xb)
+                total += float(losses.detach().sum())
                 seen += len(xb)
             optimizer.step()
             taken += 1
+            if taken >= steps:
+                break
     wrapped._close()  # remove Opacus's hooks
     with torch.no_grad():
         for mine, trained in zip(model.parameters(), work.parameters(), strict=True):
             mine.copy_(trained)
     return total / max(seen, 1), sample_rate, taken
+
+
+def _on_cpu(data: Dataset[Any]) -> Dataset[Any]:
+    """Opacus's Poisson loader collates on the CPU; tables kept on a GPU are copied back once."""
+    if isinstance(data, TensorDataset) and any(t.device.type != "cpu" for t in data.tensors):
+        return TensorDataset(*(t.cpu() for t in data.tensors))
+    return data

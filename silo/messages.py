@@ -25,6 +25,8 @@ class FitConfig:
     scaffold: bool = False  # SCAFFOLD: corrected gradients, the update is [w_k ; c + delta c_k]
     # Aggregation weight a silo stages: its training rows, or 1 (silo-level DP: sensitivity C/K)
     weighting: Literal["examples", "uniform"] = "examples"
+    # A number of batches per round (FLamby's count of local work) instead of local_epochs passes
+    local_steps: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,24 @@
-"""Local training and evaluation on one silo's rows (FedAvg; FedProx with mu > 0)."""
+"""The one local loop, for every task: seeded batches, the task's loss, the optimizer step,
+FedProx and SCAFFOLD terms; and scoring a whole split for the task's metrics.
+
+Tables (the built-in task) are a `TensorDataset` indexed whole; any other dataset goes through a
+DataLoader. ``local_train`` runs ``local_epochs`` passes or ``local_steps`` batches.
+
+    pytest tests/silo/test_train.py -q
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from silo.messages import Evaluation, FitConfig
-
-AUC_BINS = 100
-
-
-def _loss_fn(binary: bool) -> nn.Module:
-    return nn.BCEWithLogitsLoss(reduction="sum") if binary else nn.CrossEntropyLoss(reduction="sum")
-
-
-def _target(y: torch.Tensor, binary: bool) -> torch.Tensor:
-    return y.float().unsqueeze(1) if binary else y
+from silo.task_kinds import defaults
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], config: FitConfig) -> torch.optim.Optimizer:
@@ -64,35 +64,96 @@ def _local_optimizer(params: list[nn.Parameter], config: FitConfig) -> torch.opt
     return FunctionalSGD(params, config.lr, config.momentum)
 
 
+LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
+EVAL_BATCH = 1024  # rows scored at a time; metrics still see the whole split at once
+
+
+def batches(dataset: Dataset[Any], batch_size: int, generator: torch.Generator | None = None,
+            device: torch.device | None = None) -> Iterator[tuple[Any, torch.Tensor]]:  # fmt: skip
+    """One pass over ``dataset`` as (inputs, target) batches: shuffled with ``torch.randperm`` and
+    ``generator`` (RandomSampler's order), or in order without one. Tensors of a `TensorDataset`
+    (tables) are indexed whole; any other dataset goes through a DataLoader that collates its items."""
+    n = len(dataset)  # type: ignore[arg-type]
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if isinstance(dataset, TensorDataset):
+        inputs, target = dataset.tensors[0], dataset.tensors[-1]
+        for start in range(0, n, batch_size):
+            index = order[start : start + batch_size].to(inputs.device)
+            yield _to(inputs[index], device), _to(target[index], device)
+        return
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=order.tolist())
+    for item in loader:
+        if not isinstance(item, list | tuple) or len(item) != 2:
+            raise TypeError(f"dataset items must be (inputs, target) pairs, got {_describe(item)}")
+        yield _to(item[0], device), _to(item[1], device)
+
+
+def _to(value: Any, device: torch.device | None) -> Any:
+    """``value`` (a tensor, or a dict/list/tuple of tensors) on ``device``."""
+    if device is None:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to(v, device) for v in value)
+    return value
+
+
+def _describe(item: Any) -> str:
+    if isinstance(item, list | tuple):
+        return f"a {type(item).__name__} of {len(item)}"
+    return type(item).__name__
+
+
+def mean_loss(loss_fn: LossFn, outputs: Any, target: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The loss to step on and the batch's loss sum: a per-sample vector is averaged; a scalar
+    (a loss that couples the batch, such as Cox's) is used as it is."""
+    value = loss_fn(outputs, target)
+    rows = len(target)
+    if value.dim() == 0:
+        return value, float(value.detach()) * rows
+    if value.dim() != 1 or value.shape[0] != rows:
+        raise ValueError(f"loss returned {tuple(value.shape)} for a batch of {rows}: a vector of one "
+                         "value per sample, or a scalar")  # fmt: skip
+    return value.mean(), float(value.detach().sum())
+
+
+def planned_steps(rows: int, config: FitConfig) -> int:
+    """Optimizer steps one round takes: ``local_steps`` batches, or ``local_epochs`` passes."""
+    per_epoch = -(-rows // config.batch_size)
+    return config.local_steps if config.local_steps is not None else config.local_epochs * per_epoch
+
+
 def local_train(
     model: nn.Module,
-    x: np.ndarray,
-    y: np.ndarray,
+    train_set: Dataset[Any],
+    loss_fn: LossFn,
     config: FitConfig,
-    binary: bool,
     device: torch.device,
     round_seed: int,
     correction: np.ndarray | None = None,
+    params: list[nn.Parameter] | None = None,
 ) -> float:
-    """Train in place for ``config.local_epochs``; return the mean training loss.
-    ``correction`` (SCAFFOLD's c - c_i, flat like the model's parameters) is added to every gradient."""
+    """The one local loop, for every task: ``planned_steps`` optimizer steps over shuffled
+    batches of ``train_set``, in place; returns the mean training loss per sample. ``params``:
+    what the optimizer steps (default: every parameter that takes gradients), flat in this order
+    for ``correction`` (SCAFFOLD's c - c_i, added to every gradient). FedProx adds
+    (mu/2)||w - w_global||^2 over ``params``."""
     model.train()
-    xs = torch.from_numpy(x).to(device)
-    ys = torch.from_numpy(y).to(device)
-    loss_fn = _loss_fn(binary)
-    params = list(model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else params
     anchor = [p.detach().clone() for p in params] if config.proximal_mu > 0 else []
     optimizer = _local_optimizer(params, config)
     offsets = _split_like(params, correction, device) if correction is not None else []
     generator = torch.Generator().manual_seed(round_seed)
-    total, seen = 0.0, 0
-    for _ in range(config.local_epochs):
-        order = torch.randperm(len(xs), generator=generator).to(device)
-        for start in range(0, len(xs), config.batch_size):
-            batch = order[start : start + config.batch_size]
+    rows = len(train_set)  # type: ignore[arg-type]
+    steps = planned_steps(rows, config)
+    total, seen, taken = 0.0, 0, 0
+    while taken < steps:
+        for inputs, target in batches(train_set, config.batch_size, generator, device):
             optimizer.zero_grad()
-            loss_sum = loss_fn(model(xs[batch]), _target(ys[batch], binary))
-            loss = loss_sum / len(batch)
+            loss, loss_sum = mean_loss(loss_fn, model(inputs), target)
             if anchor:
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
                 loss = loss + 0.5 * config.proximal_mu * prox
@@ -101,14 +162,17 @@ def local_train(
                 if p.grad is not None:
                     p.grad.add_(offset)
             optimizer.step()
-            total += float(loss_sum.detach())
-            seen += len(batch)
+            total += loss_sum
+            seen += len(target)
+            taken += 1
+            if taken >= steps:
+                break
     return total / max(seen, 1)
 
 
 def local_steps(rows: int, config: FitConfig) -> int:
     """Optimizer steps `local_train` takes: K in SCAFFOLD's control-variate update."""
-    return config.local_epochs * -(-rows // config.batch_size)
+    return planned_steps(rows, config)
 
 
 def _split_like(params: list[nn.Parameter], flat: np.ndarray, device: torch.device) -> list[torch.Tensor]:
@@ -124,26 +188,39 @@ def _split_like(params: list[nn.Parameter], flat: np.ndarray, device: torch.devi
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, binary: bool, device: torch.device, silo: str
-) -> Evaluation:
+def outputs_of(model: nn.Module, data: Dataset[Any], device: torch.device) -> tuple[Any, torch.Tensor]:
+    """The model's outputs and the targets over a whole split, in order (eval mode)."""
     model.eval()
-    xs = torch.from_numpy(x).to(device)
-    ys = torch.from_numpy(y).to(device)
-    return score_logits(model(xs), ys, binary, silo)
+    outs, targets = [], []
+    for inputs, target in batches(data, EVAL_BATCH, None, device):
+        outs.append(model(inputs))
+        targets.append(target)
+    if not outs:  # no rows: an empty batch still has the model's output shape
+        inputs, target = _empty(data, device)
+        return model(inputs), target
+    return torch.cat(outs), torch.cat(targets)
+
+
+def _empty(data: Dataset[Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(data, TensorDataset):
+        return data.tensors[0][:0].to(device), data.tensors[-1][:0].to(device)
+    raise ValueError("the validation split has no rows")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, val_set: TensorDataset, binary: bool, device: torch.device, silo: str
+) -> Evaluation:
+    """The built-in tables' scoring: the kind's metrics over the whole validation split."""
+    logits, ys = outputs_of(model, val_set, device)
+    return score_logits(logits, ys, binary, silo)
 
 
 @torch.no_grad()
 def score_logits(logits: torch.Tensor, ys: torch.Tensor, binary: bool, silo: str) -> Evaluation:
     """Loss sum, correct count and (binary) score histograms of ``logits`` against labels ``ys``."""
-    y = ys.cpu().numpy()
-    loss = float(_loss_fn(binary)(logits, _target(ys, binary)))
+    sums = defaults("binary" if binary else "multiclass")["metrics"](logits, ys)
     if not binary:
-        correct = int((logits.argmax(dim=1) == ys).sum())
-        return Evaluation(silo, len(y), loss, correct)
-    prob = torch.sigmoid(logits[:, 0]).cpu().numpy()
-    correct = int(((prob >= 0.5).astype(np.int64) == y).sum())
-    bins = np.minimum((prob * AUC_BINS).astype(np.int64), AUC_BINS - 1)
-    pos = np.bincount(bins[y == 1], minlength=AUC_BINS)
-    neg = np.bincount(bins[y == 0], minlength=AUC_BINS)
-    return Evaluation(silo, len(y), loss, correct, tuple(int(v) for v in pos), tuple(int(v) for v in neg))
+        return Evaluation(silo, sums["count"], sums["loss_sum"], sums["correct"])
+    hists = (tuple(int(v) for v in sums["positive_hist"]), tuple(int(v) for v in sums["negative_hist"]))
+    return Evaluation(silo, sums["count"], sums["loss_sum"], sums["correct"], *hists)

@@ -78,7 +78,7 @@ def test_binary_silos_learn_together(write_table) -> None:
     final = [s.evaluate(payload) for s in silos]
     assert sum(e.correct for e in final) / sum(e.examples for e in final) > 0.8
     assert all(e.positive_hist is not None for e in final)
-    assert results[0].examples == len(silos[0]._y_train) and results[0].bound_hint > 0
+    assert results[0].examples == len(silos[0]._train_set) and results[0].bound_hint > 0
 
 
 def test_three_classes(write_table) -> None:
@@ -147,7 +147,7 @@ def test_a_single_class_silo_and_tiny_silos_train_and_report_what_their_rows_def
     frames = [synthetic_silo(120, seed=6), positive, tiny, two]
     silos = _ready([write_table(f"k{i}", f) for i, f in enumerate(frames)], BINARY)
     assert silos[1].describe().warnings and silos[1].describe().classes == ("1",)
-    assert [len(s._y_val) for s in silos[1:]] == [8, 2, 0] and len(silos[3]._y_train) == 2
+    assert [len(s._val_set) for s in silos[1:]] == [8, 2, 0] and len(silos[3]._train_set) == 2
 
     payload = None
     for r in range(1, 4):
@@ -161,7 +161,7 @@ def test_a_single_class_silo_and_tiny_silos_train_and_report_what_their_rows_def
     assert result.per_silo["s2"].examples == 2 and np.isfinite(result.per_silo["s2"].accuracy)
     assert set(result.per_silo["s3"].undefined) == {"loss", "accuracy", "auc"}
     assert (
-        result.examples == sum(len(s._y_val) for s in silos)
+        result.examples == sum(len(s._val_set) for s in silos)
         and result.auc is not None
         and np.isfinite(result.loss)
     )

@@ -118,4 +118,4 @@ def test_record_mode_trains_a_tiny_and_a_single_class_silo(write_table) -> None:
         assert not res.has_error(), res.error
         assert res.epsilon is not None and res.epsilon > 0 and silo._staged is not None
     # fewer rows than batch_size (16): one Poisson batch per epoch at sample rate 1, as Opacus plans it
-    assert len(silos[2]._y_train) < CONFIG.batch_size and results[2].examples == len(silos[2]._y_train)
+    assert len(silos[2]._train_set) < CONFIG.batch_size and results[2].examples == len(silos[2]._train_set)

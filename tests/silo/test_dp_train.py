@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from silo.config import ModelSpec
 from silo.dp_train import dp_local_train
 from silo.messages import FitConfig
 from silo.models import build_model, get_flat
 from silo.publish import export_program
+from silo.task_kinds import binary_loss
 
 
 def _data(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -22,13 +24,19 @@ def _data(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _set(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+    return TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+
+
 def test_dp_sgd_learns_and_leaves_a_plain_module(tmp_path: Path) -> None:
     x, y = _data(400, 0)
     model = build_model(ModelSpec("logistic"), 4, 1, seed=0)
     before = get_flat(model)
     config = FitConfig(local_epochs=3, batch_size=32, lr=0.5)
 
-    loss, rate, steps = dp_local_train(model, x, y, config, True, torch.device("cpu"), 1, 0.5, 1.0)
+    loss, rate, steps = dp_local_train(
+        model, _set(x, y), binary_loss, config, torch.device("cpu"), 1, 0.5, 1.0
+    )
 
     assert rate == 1 / 13 and steps == 39
     assert np.isfinite(loss) and not np.allclose(get_flat(model), before)
@@ -47,7 +55,7 @@ def test_more_noise_moves_the_model_more_at_random() -> None:
     for sigma in (0.1, 100.0):
         model = build_model(ModelSpec("logistic"), 4, 1, seed=0)
         start = get_flat(model)
-        dp_local_train(model, x, y, config, True, torch.device("cpu"), 2, sigma, 1.0)
+        dp_local_train(model, _set(x, y), binary_loss, config, torch.device("cpu"), 2, sigma, 1.0)
         drift.append(float(np.linalg.norm(get_flat(model) - start)))
     assert drift[1] > 5 * drift[0]
 
@@ -61,7 +69,7 @@ def test_dp_sgd_trains_a_model_on_a_cuda_device() -> None:
     before = get_flat(model)
     config = FitConfig(local_epochs=3, batch_size=32, lr=0.5)
 
-    loss, _, _ = dp_local_train(model, x, y, config, True, cuda, 1, 0.5, 1.0)
+    loss, _, _ = dp_local_train(model, _set(x, y), binary_loss, config, cuda, 1, 0.5, 1.0)
 
     assert np.isfinite(loss) and not np.allclose(get_flat(model), before)
     assert all(p.device.type == "cuda" for p in model.parameters())

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from silo.messages import FitConfig
 from silo.server_opt import OptState, ServerOpt, scaffold_control, server_step, split_scaffold
+from silo.task_kinds import binary_loss
 from silo.train import local_steps, local_train
 from silo.update import Control, staged_update
 
@@ -86,7 +88,8 @@ def test_scaffold_correction_shifts_each_sgd_step_by_lr_times_c_minus_ci() -> No
     for correction in (None, np.full(4, 0.5)):
         torch.manual_seed(0)
         model = torch.nn.Linear(3, 1)
-        local_train(model, x, y, config, True, torch.device("cpu"), 1, correction=correction)
+        data = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+        local_train(model, data, binary_loss, config, torch.device("cpu"), 1, correction=correction)
         results.append(torch.cat([p.detach().flatten() for p in model.parameters()]).numpy())
     assert local_steps(8, config) == 1
     assert results[1] - results[0] == pytest.approx(np.full(4, -0.05), abs=1e-6)

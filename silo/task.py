@@ -1,0 +1,159 @@
+"""The task contract: a data scientist's own PyTorch workload, run inside fedsilo's loop.
+
+A pipeline names a task module (``[task] module``: a ``.py`` file next to the pipeline, or an
+importable ``pkg.module``); fedsilo owns everything around it (loaders, backward, optimizer,
+FedProx/SCAFFOLD, DP-SGD, clipping, HE, metrics reduction, publishing). The names and
+signatures below are a fixed contract (DESIGN.md, "Tasks"): add hooks, never rename them.
+
+    def dataset(ctx, split)        # required; split "train" | "val"; items (inputs, target)
+    def model(config)              # required; any nn.Module, built the same on every silo
+    def loss(outputs, target)      # per-sample vector (fedsilo takes the mean) or a scalar
+    def metrics(outputs, target)   # once per silo over its whole val split: additive sums
+    def finalize(sums)             # summed sums -> {name: float}
+    def predict(model, data)       # the registered pyfunc: a pandas DataFrame
+
+``kind`` (binary | multiclass | regression) supplies loss, metrics and finalize that a module
+leaves out.
+
+    python -c "from silo.task import load_task; \
+t = load_task('pipelines/examples/breast_ultrasound/breast_task.py', kind='binary'); print(t)"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["binary", "multiclass", "regression"]
+KINDS: tuple[str, ...] = ("binary", "multiclass", "regression")
+REQUIRED = ("dataset", "model")
+OPTIONAL = ("loss", "metrics", "finalize", "predict")
+
+
+class TaskError(ValueError):
+    """A task module that cannot be used; the message names the silo, the function and why."""
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What ``dataset(ctx, split)`` is handed on a silo."""
+
+    path: Path  # the silo's `path`, resolved on its own node: a file or a folder
+    silo: str  # the silo's name
+    config: Mapping[str, Any] = field(default_factory=dict)  # [task.config]
+    seed: int = 0  # [training] seed: the same on every silo
+
+
+@dataclass(frozen=True)
+class Task:
+    """A loaded task module: its hooks, defaults filled in from ``kind``."""
+
+    source: str  # the file, or the module name
+    sha256: str  # of the file's bytes: a run tag and a version tag
+    kind: Kind | None
+    dataset: Callable[..., Any]
+    model: Callable[..., Any]
+    loss: Callable[..., Any] | None
+    metrics: Callable[..., Any] | None
+    finalize: Callable[..., Any] | None
+    predict: Callable[..., Any] | None
+    module: ModuleType
+
+    def __repr__(self) -> str:
+        hooks = [name for name in (*REQUIRED, *OPTIONAL) if name in vars(self.module)]
+        return f"Task({self.source!r}, kind={self.kind!r}, sha256={self.sha256[:12]}, defines {hooks})"
+
+
+def _module_path(module: str, base_dir: Path | None) -> Path | None:
+    """The file a ``[task] module`` names, or None for an importable ``pkg.module``."""
+    if module.endswith(".py") or "/" in module or "\\" in module:
+        path = Path(module)
+        return path if path.is_absolute() or base_dir is None else base_dir / path
+    return None
+
+
+def task_file(module: str, base_dir: Path | None = None) -> Path:
+    """The source file of ``module`` (a path, or an importable module's file)."""
+    path = _module_path(module, base_dir)
+    if path is not None:
+        return path.resolve()
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise TaskError(f"[task] module {module!r}: no such file or importable module")
+    return Path(spec.origin)
+
+
+def _import(module: str, base_dir: Path | None, silo: str) -> tuple[ModuleType, Path]:
+    where = f"silo {silo!r}: " if silo else ""
+    path = _module_path(module, base_dir)
+    if path is None:
+        try:
+            loaded = importlib.import_module(module)
+        except Exception as err:
+            raise TaskError(f"{where}[task] module {module!r} does not import: {_where(err)}") from err
+        return loaded, Path(loaded.__file__ or module)
+    path = path.resolve()
+    if not path.is_file():
+        raise TaskError(f"{where}[task] module {str(path)!r} does not exist on this node")
+    name = f"fedsilo_task_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[name] = loaded  # dataclasses and pickling look modules up by name
+    try:
+        spec.loader.exec_module(loaded)
+    except Exception as err:
+        sys.modules.pop(name, None)
+        raise TaskError(f"{where}task file {path.name} does not import: {_where(err, path)}") from err
+    return loaded, path
+
+
+def _where(err: BaseException, path: Path | None = None) -> str:
+    """``err`` with the line of ``path`` (the task file) it came from, when there is one."""
+    line = err.lineno if isinstance(err, SyntaxError) else None
+    tb = err.__traceback__
+    while tb is not None:  # the innermost frame in the task file
+        if path is not None and Path(tb.tb_frame.f_code.co_filename) == path:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    text = f"{type(err).__name__}: {err}"
+    return f"{text} (line {line})" if line is not None else text
+
+
+def load_task(module: str, base_dir: Path | None = None, kind: str | None = None, silo: str = "") -> Task:
+    """Import a task module and check its hooks; ``silo`` names the silo in every error."""
+    from silo import task_kinds
+
+    loaded, path = _import(module, base_dir, silo)
+    where = f"silo {silo!r}: " if silo else ""
+    missing = [name for name in REQUIRED if not callable(getattr(loaded, name, None))]
+    if missing:
+        raise TaskError(f"{where}task {path.name} lacks {', '.join(f'{m}()' for m in missing)}")
+    if kind is not None and kind not in KINDS:
+        raise TaskError(f"{where}[task] kind {kind!r}: use one of {', '.join(KINDS)}")
+    hooks = {name: getattr(loaded, name, None) for name in OPTIONAL}
+    not_callable = [name for name, hook in hooks.items() if hook is not None and not callable(hook)]
+    if not_callable:
+        raise TaskError(f"{where}task {path.name}: {', '.join(not_callable)} must be functions")
+    defaults = task_kinds.defaults(kind)
+    for name in ("loss", "metrics", "finalize"):
+        if hooks[name] is None:
+            hooks[name] = defaults.get(name)
+    if hooks["metrics"] is not None and hooks["finalize"] is None:
+        raise TaskError(f"{where}task {path.name} defines metrics() but no finalize() (and no [task] kind)")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+    return Task(
+        source=str(path), sha256=digest, kind=kind,  # type: ignore[arg-type]
+        dataset=loaded.dataset, model=loaded.model, loss=hooks["loss"], metrics=hooks["metrics"],
+        finalize=hooks["finalize"], predict=hooks["predict"], module=loaded,
+    )  # fmt: skip

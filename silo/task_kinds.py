@@ -1,0 +1,156 @@
+"""Default loss, metrics and finalize for ``[task] kind`` = binary | multiclass | regression.
+
+Metrics are additive sums over a silo's whole validation split (numbers or arrays, never rows);
+``finalize`` turns summed sums (one silo's, or every silo's) into figures, NaN where the rows
+leave a figure undefined (ROC AUC over one class, R² over a constant target, anything over no
+rows): such a figure is reported as undefined, never as a number.
+
+    python -c "import torch; from silo.task_kinds import defaults; d = defaults('regression'); \
+print(d['finalize'](d['metrics'](torch.tensor([[1.], [2.]]), torch.tensor([[1.], [3.]]))))"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+AUC_BINS = 100
+NAN = float("nan")
+Sums = Mapping[str, Any]
+
+
+def auc_from_histograms(positive: np.ndarray, negative: np.ndarray) -> float | None:
+    """ROC AUC from binned scores: P(s+ > s-) + P(same bin) / 2; None with one class only."""
+    n_pos, n_neg = positive.sum(), negative.sum()
+    if n_pos == 0 or n_neg == 0:
+        return None
+    below = np.concatenate([[0], np.cumsum(negative)[:-1]])
+    return float((positive * below).sum() + 0.5 * (positive * negative).sum()) / float(n_pos * n_neg)
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator) / float(denominator) if denominator else NAN
+
+
+# -- binary: one logit per row, target 0/1 ---------------------------------------------------
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as (rows, values per row); a 1-d tensor is one value per row (works for 0 rows)."""
+    return t.flatten(1) if t.dim() > 1 else t.reshape(-1, 1)
+
+
+def _logit(outputs: torch.Tensor) -> torch.Tensor:
+    return _rows(outputs)[:, 0]
+
+
+def binary_loss(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(
+        _logit(outputs), _logit(target).to(outputs.dtype), reduction="none"
+    )
+
+
+@torch.no_grad()
+def binary_metrics(outputs: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+    y = _logit(target).detach().cpu().numpy().astype(np.int64)
+    prob = torch.sigmoid(_logit(outputs)).detach().cpu().numpy()
+    bins = np.minimum((prob * AUC_BINS).astype(np.int64), AUC_BINS - 1)
+    return {
+        "loss_sum": float(binary_loss(outputs, target).sum()),
+        "count": int(len(y)),
+        "correct": int(((prob >= 0.5).astype(np.int64) == y).sum()),
+        "positive_hist": np.bincount(bins[y == 1], minlength=AUC_BINS),
+        "negative_hist": np.bincount(bins[y == 0], minlength=AUC_BINS),
+    }
+
+
+def binary_finalize(sums: Sums) -> dict[str, float]:
+    auc = auc_from_histograms(np.asarray(sums["positive_hist"]), np.asarray(sums["negative_hist"]))
+    return {
+        "loss": _ratio(sums["loss_sum"], sums["count"]),
+        "accuracy": _ratio(sums["correct"], sums["count"]),
+        "auc": NAN if auc is None else auc,
+    }
+
+
+# -- multiclass: one logit per class, target the class index ---------------------------------
+
+
+def multiclass_loss(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(outputs, target.reshape(-1).long(), reduction="none")
+
+
+@torch.no_grad()
+def multiclass_metrics(outputs: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+    classes = outputs.shape[1]
+    y = target.reshape(-1).long()
+    hit = outputs.argmax(dim=1) == y
+    return {
+        "loss_sum": float(multiclass_loss(outputs, target).sum()),
+        "count": int(len(y)),
+        "correct": int(hit.sum()),
+        "class_count": torch.bincount(y, minlength=classes).cpu().numpy(),
+        "class_correct": torch.bincount(y[hit], minlength=classes).cpu().numpy(),
+    }
+
+
+def multiclass_finalize(sums: Sums) -> dict[str, float]:
+    counts = np.asarray(sums["class_count"], dtype=np.float64)
+    seen = counts > 0
+    recall = np.asarray(sums["class_correct"], dtype=np.float64)[seen] / counts[seen]
+    return {
+        "loss": _ratio(sums["loss_sum"], sums["count"]),
+        "accuracy": _ratio(sums["correct"], sums["count"]),
+        "balanced_accuracy": float(recall.mean()) if recall.size else NAN,
+    }
+
+
+# -- regression: outputs and target of the same shape ----------------------------------------
+
+
+def regression_loss(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    diff = _rows(outputs) - _rows(target).to(outputs.dtype)
+    return (diff**2).mean(dim=1)
+
+
+@torch.no_grad()
+def regression_metrics(outputs: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+    out, y = _rows(outputs).double(), _rows(target).double()
+    diff = out - y
+    return {
+        "count": int(y.numel()),
+        "sse": float((diff**2).sum()),
+        "sae": float(diff.abs().sum()),
+        "sum_y": float(y.sum()),
+        "sum_y2": float((y**2).sum()),
+    }
+
+
+def regression_finalize(sums: Sums) -> dict[str, float]:
+    n = float(sums["count"])
+    total = float(sums["sum_y2"]) - float(sums["sum_y"]) ** 2 / n if n else 0.0
+    # a constant target (total ~ 0 up to rounding) leaves R² undefined
+    constant = total <= 1e-12 * max(float(sums["sum_y2"]), 1.0)
+    mse = _ratio(sums["sse"], n)
+    return {
+        "loss": mse,
+        "mse": mse,
+        "mae": _ratio(sums["sae"], n),
+        "r2": NAN if constant else 1.0 - float(sums["sse"]) / total,
+    }
+
+
+KIND_HOOKS: dict[str, dict[str, Callable[..., Any]]] = {
+    "binary": {"loss": binary_loss, "metrics": binary_metrics, "finalize": binary_finalize},
+    "multiclass": {"loss": multiclass_loss, "metrics": multiclass_metrics, "finalize": multiclass_finalize},
+    "regression": {"loss": regression_loss, "metrics": regression_metrics, "finalize": regression_finalize},
+}
+
+
+def defaults(kind: str | None) -> dict[str, Callable[..., Any]]:
+    """The hooks ``kind`` supplies (none without a kind)."""
+    return dict(KIND_HOOKS.get(kind or "", {}))
