@@ -141,8 +141,9 @@ def compare(
         ours.append(got[0])
         theirs.append(got[1])
         d = delta(metric, value(mine, metric), value(other, metric))
-        # the same rows for both models: what leaves one's metric undefined leaves the other's
-        why = mine.per_silo[got[0].silo].undefined.get(metric, "")
+        # Undefined by the rows (the same for both models), not by one model (a diverged NaN loss)
+        ours_why, theirs_why = (r.per_silo[got[0].silo].undefined.get(metric, "") for r in (mine, other))
+        why = ours_why if ours_why and theirs_why else ""
         rows.append(SiloComparison(silo, got[0].examples, mine, other, d, undefined=why))
     return GateResult(name, versions[0], versions[1], metric, margin, combine(0, ours), combine(0, theirs),
                       tuple(rows))  # fmt: skip

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 from privacy.codec import Payload
 from privacy.signing import SignedUpdate
@@ -48,6 +50,19 @@ class Evaluation:
     # federated ROC AUC without sharing scores.
     positive_hist: tuple[int, ...] | None = None
     negative_hist: tuple[int, ...] | None = None
+    # Every sum the task's metrics() returned ({name: number or array}); the fields above are
+    # the built-in tables' view of them. None: only the fields above were summed.
+    sums: dict[str, Any] | None = None
+
+    def as_sums(self) -> dict[str, Any]:
+        """The sums a finalize turns into figures."""
+        if self.sums is not None:
+            return self.sums
+        sums: dict[str, Any] = {"loss_sum": self.loss_sum, "count": self.examples, "correct": self.correct}
+        if self.positive_hist is not None and self.negative_hist is not None:
+            sums["positive_hist"] = np.asarray(self.positive_hist)
+            sums["negative_hist"] = np.asarray(self.negative_hist)
+        return sums
 
     @property
     def loss(self) -> float:

@@ -11,7 +11,7 @@ print(d['finalize'](d['metrics'](torch.tensor([[1.], [2.]]), torch.tensor([[1.],
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,13 +68,22 @@ def binary_metrics(outputs: torch.Tensor, target: torch.Tensor) -> dict[str, Any
     }
 
 
-def binary_finalize(sums: Sums) -> dict[str, float]:
-    auc = auc_from_histograms(np.asarray(sums["positive_hist"]), np.asarray(sums["negative_hist"]))
-    return {
+def classification_finalize(sums: Sums) -> dict[str, float]:
+    """Loss and accuracy; ROC AUC where score histograms were summed (binary); balanced accuracy
+    where per-class counts were (multiclass). The built-in tables' figures too."""
+    figures = {
         "loss": _ratio(sums["loss_sum"], sums["count"]),
         "accuracy": _ratio(sums["correct"], sums["count"]),
-        "auc": NAN if auc is None else auc,
     }
+    if "positive_hist" in sums and "negative_hist" in sums:
+        auc = auc_from_histograms(np.asarray(sums["positive_hist"]), np.asarray(sums["negative_hist"]))
+        figures["auc"] = NAN if auc is None else auc
+    if "class_count" in sums and "class_correct" in sums:
+        counts = np.asarray(sums["class_count"], dtype=np.float64)
+        seen = counts > 0
+        recall = np.asarray(sums["class_correct"], dtype=np.float64)[seen] / counts[seen]
+        figures["balanced_accuracy"] = float(recall.mean()) if recall.size else NAN
+    return figures
 
 
 # -- multiclass: one logit per class, target the class index ---------------------------------
@@ -95,17 +104,6 @@ def multiclass_metrics(outputs: torch.Tensor, target: torch.Tensor) -> dict[str,
         "correct": int(hit.sum()),
         "class_count": torch.bincount(y, minlength=classes).cpu().numpy(),
         "class_correct": torch.bincount(y[hit], minlength=classes).cpu().numpy(),
-    }
-
-
-def multiclass_finalize(sums: Sums) -> dict[str, float]:
-    counts = np.asarray(sums["class_count"], dtype=np.float64)
-    seen = counts > 0
-    recall = np.asarray(sums["class_correct"], dtype=np.float64)[seen] / counts[seen]
-    return {
-        "loss": _ratio(sums["loss_sum"], sums["count"]),
-        "accuracy": _ratio(sums["correct"], sums["count"]),
-        "balanced_accuracy": float(recall.mean()) if recall.size else NAN,
     }
 
 
@@ -145,8 +143,12 @@ def regression_finalize(sums: Sums) -> dict[str, float]:
 
 
 KIND_HOOKS: dict[str, dict[str, Callable[..., Any]]] = {
-    "binary": {"loss": binary_loss, "metrics": binary_metrics, "finalize": binary_finalize},
-    "multiclass": {"loss": multiclass_loss, "metrics": multiclass_metrics, "finalize": multiclass_finalize},
+    "binary": {"loss": binary_loss, "metrics": binary_metrics, "finalize": classification_finalize},
+    "multiclass": {
+        "loss": multiclass_loss,
+        "metrics": multiclass_metrics,
+        "finalize": classification_finalize,
+    },
     "regression": {"loss": regression_loss, "metrics": regression_metrics, "finalize": regression_finalize},
 }
 
@@ -154,3 +156,57 @@ KIND_HOOKS: dict[str, dict[str, Callable[..., Any]]] = {
 def defaults(kind: str | None) -> dict[str, Callable[..., Any]]:
     """The hooks ``kind`` supplies (none without a kind)."""
     return dict(KIND_HOOKS.get(kind or "", {}))
+
+
+def why_undefined(figure: str, sums: Sums) -> str:
+    """Why ``figure`` came out NaN over ``sums``' rows, in words for a table or a tag."""
+    if sums.get("count", 1) == 0:
+        return "no validation rows"
+    if figure == "auc":
+        return "a single class in its validation rows"
+    if figure == "r2":
+        return "a constant target in its validation rows"
+    if figure == "balanced_accuracy":
+        return "no class in its validation rows"
+    return "undefined over its validation rows"
+
+
+def add_sums(items: Sequence[tuple[str, Sums]]) -> dict[str, Any]:
+    """Named sums added key by key (numbers, or arrays of one shape); a silo whose keys or shapes
+    differ from the first's is named."""
+    if not items:
+        return {}
+    first, reference = items[0]
+    total: dict[str, Any] = {k: np.array(v, copy=True) if np.ndim(v) else v for k, v in reference.items()}
+    for silo, sums in items[1:]:
+        if set(sums) != set(reference):
+            raise ValueError(
+                f"silo {silo!r}: metrics {sorted(sums)} differ from silo {first!r}'s {sorted(reference)}"
+            )
+        for key, value in sums.items():
+            if np.shape(value) != np.shape(total[key]):
+                shapes = f"{np.shape(value)}, silo {first!r}'s {np.shape(total[key])}"
+                raise ValueError(f"silo {silo!r}: metric {key!r} has shape {shapes}")
+            total[key] = total[key] + value
+    return total
+
+
+def check_sums(value: Any, silo: str) -> dict[str, Any]:
+    """What a task's ``metrics`` returned, as {name: float or float64 array}; anything else is
+    refused, naming the silo (rows or predictions must never leave it)."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"silo {silo!r}: metrics() returned {type(value).__name__}, not a dict of sums")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, torch.Tensor):
+            item = item.detach().cpu().numpy()
+        if not isinstance(key, str) or not (np.isscalar(item) or isinstance(item, np.ndarray)):
+            kind = type(item).__name__
+            raise TypeError(
+                f"silo {silo!r}: metrics() returned {key!r}: {kind}; use numbers or arrays of sums"
+            )
+        array = np.asarray(item)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"silo {silo!r}: metrics() returned {key!r} of dtype {array.dtype}, not a number")
+        out[key] = float(array) if array.ndim == 0 else array.astype(np.float64)
+    return out

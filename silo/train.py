@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from silo.messages import Evaluation, FitConfig
-from silo.task_kinds import defaults
+from silo.task_kinds import check_sums, defaults
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], config: FitConfig) -> torch.optim.Optimizer:
@@ -219,8 +219,9 @@ def evaluate(
 @torch.no_grad()
 def score_logits(logits: torch.Tensor, ys: torch.Tensor, binary: bool, silo: str) -> Evaluation:
     """Loss sum, correct count and (binary) score histograms of ``logits`` against labels ``ys``."""
-    sums = defaults("binary" if binary else "multiclass")["metrics"](logits, ys)
+    sums = check_sums(defaults("binary" if binary else "multiclass")["metrics"](logits, ys), silo)
+    count, loss_sum, correct = int(sums["count"]), sums["loss_sum"], int(sums["correct"])
     if not binary:
-        return Evaluation(silo, sums["count"], sums["loss_sum"], sums["correct"])
+        return Evaluation(silo, count, loss_sum, correct, sums=sums)
     hists = (tuple(int(v) for v in sums["positive_hist"]), tuple(int(v) for v in sums["negative_hist"]))
-    return Evaluation(silo, sums["count"], sums["loss_sum"], sums["correct"], *hists)
+    return Evaluation(silo, count, loss_sum, correct, *hists, sums=sums)
