@@ -25,8 +25,8 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
-from orchestrator.errors import BudgetSpent, RoundFailed, SetupFailed, SiloFailure
-from orchestrator.metrics import GlobalEval, combine
+from orchestrator.errors import BudgetSpent, RoundFailed, SchemaMismatch, SetupFailed, SiloFailure
+from orchestrator.metrics import Finalize, GlobalEval, combine
 from orchestrator.records import OrchestratorState, RoundRecord, SetupReport
 from orchestrator.schema import agree
 from orchestrator.selection import select
@@ -37,6 +37,8 @@ from privacy.aggregate import WeightedSum, check_weight
 from privacy.codec import Codec, CodecError, Payload, PlainCodec, check_payload
 from privacy.schemes import public_codec
 from privacy.signing import SignatureError, verify_update
+from silo.data import SiloDescription
+from silo.exchange import ManifestMismatch, check_manifests
 from silo.messages import (
     Evaluation,
     FitIns,
@@ -112,6 +114,7 @@ class Orchestrator:
         self._peak_private = 0  # bytes, sampled while adding updates
         self._server_state: tuple[Payload, ...] = ()  # Enc(m), Enc(v) of a server optimizer
         self._reference: Any = None  # plaintext mode with clip_norm: the initial model
+        self._task_finalize: Finalize | None = None
 
     # -- calling silos ---------------------------------------------------------
 
@@ -185,13 +188,15 @@ class Orchestrator:
     # -- set-up ------------------------------------------------------------------
 
     def setup(self) -> SetupReport:
-        """Check data, agree the schema, register keys, compute federated statistics."""
+        """Check data, agree the schema, register keys, compute federated statistics (a task:
+        check every silo exchanges the same tensors over the same frozen base instead)."""
         start = time.perf_counter()
         described = self._setup_step("reading silo data", "describe", lambda _: ())
-        schema = agree([described[name] for name in self._silos])
-        keys: dict[str, SiloKeys] = self._setup_step("registering silo keys", "public_keys", lambda _: ())
-        self._signing = {name: k.signing for name, k in keys.items()}
-        self._prepare_he(keys)
+        descriptions = [described[name] for name in self._silos]
+        if self._settings.task is not None:
+            return self._setup_task(descriptions, start)
+        schema = agree(descriptions)
+        self._register_keys()
         step1 = "feature statistics (pass 1)"
         hints = self._setup_step(step1, "stats_sums", lambda _: (schema,))
         total, up1 = self._setup_sum(step1, "stats-1", hints)
@@ -211,19 +216,57 @@ class Orchestrator:
             )
         self._n_parameters = sizes.pop()
         self._schema, self._stats = schema, (total, total_sq)
+        return self._report(schema, descriptions, ready, start, up1 + up2,
+                            len(self._silos) * (total.nbytes + total_sq.nbytes))  # fmt: skip
+
+    def _register_keys(self) -> None:
+        keys: dict[str, SiloKeys] = self._setup_step("registering silo keys", "public_keys", lambda _: ())
+        self._signing = {name: k.signing for name, k in keys.items()}
+        self._prepare_he(keys)
+
+    def _setup_task(self, descriptions: list[SiloDescription], start: float) -> SetupReport:
+        problems = [error for d in descriptions for error in d.errors]
+        if problems:
+            raise SchemaMismatch(problems)
+        try:
+            check_manifests({d.name: d.manifest for d in descriptions if d.manifest is not None})
+        except ManifestMismatch as err:
+            raise SchemaMismatch(str(err).split("; ")) from err
+        files = {d.task_sha256 for d in descriptions}
+        if len(files) != 1:
+            raise SchemaMismatch(
+                [f"silo {d.name!r} runs task file {d.task_sha256[:12]}" for d in descriptions]
+            )
+        self._register_keys()
+        ready: dict[str, SiloReady] = self._setup_step("preparing the task", "prepare_task", lambda _: ())
+        self._n_parameters = ready[next(iter(self._silos))].n_parameters
+        return self._report(None, descriptions, ready, start, 0, 0)
+
+    def _report(
+        self, schema: AgreedSchema | None, descriptions: list[SiloDescription], ready: dict[str, SiloReady],
+        start: float, bytes_up: int, bytes_down: int,
+    ) -> SetupReport:  # fmt: skip
         statuses = self._setup_step("checking silos", "status", lambda _: ())
         self._incarnations = {name: st.incarnation for name, st in statuses.items()}
         assert self._codec is not None
         return SetupReport(
             schema=schema,
-            descriptions=tuple(described[name] for name in self._silos),
+            descriptions=tuple(descriptions),
             ready=tuple(ready[name] for name in self._silos),
             codec=self._codec.describe(),
             n_parameters=self._n_parameters,
             seconds=time.perf_counter() - start,
-            bytes_up=up1 + up2,
-            bytes_down=len(self._silos) * (total.nbytes + total_sq.nbytes),
+            bytes_up=bytes_up,
+            bytes_down=bytes_down,
         )
+
+    def _finalize(self) -> Finalize | None:
+        """The task's finalize (its file, loaded here once); None: the tables' figures."""
+        if self._settings.task is None:
+            return None
+        if self._task_finalize is None:
+            self._task_finalize = self._settings.task.load().finalize
+        return self._task_finalize
 
     def _prepare_he(self, keys: dict[str, SiloKeys]) -> None:
         """Provisioned keys: check every silo holds them. Otherwise one silo makes a fresh
@@ -269,7 +312,7 @@ class Orchestrator:
     def _rejoin(self, name: str, donors: list[str]) -> None:
         """A restarted silo: reload its data, give it the HE key (sealed by a healthy peer),
         register its new signing key, rebuild its preprocessing from the stored sums."""
-        assert self._codec is not None and self._schema is not None and self._stats is not None
+        assert self._codec is not None
         handle, timeout = self._silos[name], self._settings.setup_timeout_s
         description = ray.get(handle.describe.remote(), timeout=timeout)
         if description.errors:
@@ -284,7 +327,8 @@ class Orchestrator:
             installed = ray.get(handle.install_he_keys.remote(sealed), timeout=timeout)
             if installed != self._codec.key_id:
                 raise CodecError(f"installed key {installed}, expected {self._codec.key_id}")
-        ready: SiloReady = ray.get(handle.rejoin.remote(self._schema, *self._stats), timeout=timeout)
+        stats = self._stats or (None, None)
+        ready: SiloReady = ray.get(handle.rejoin.remote(self._schema, *stats), timeout=timeout)
         if ready.n_parameters != self._n_parameters:
             raise CodecError(
                 f"model has {ready.n_parameters} parameters, the federation's {self._n_parameters}"
@@ -404,7 +448,7 @@ class Orchestrator:
             bytes_down=bytes_down,
             train_loss={name: trained[name].train_loss for name in accepted},
             train_seconds={name: trained[name].seconds for name in accepted},
-            incoming=combine(server_round - 1, evaluations) if evaluations else None,
+            incoming=combine(server_round - 1, evaluations, self._finalize()) if evaluations else None,
             rejoined=tuple(rejoined),
             attempts=attempt,
             aggregate_seconds=add_seconds,
@@ -423,7 +467,7 @@ class Orchestrator:
         for failure in failures:
             logger.warning("evaluation: silo %s left out: %s", failure.silo, failure.reason)
         evaluations: list[Evaluation] = [results[n] for n in self._silos if n in results]
-        return combine(self._round, evaluations)
+        return combine(self._round, evaluations, self._finalize())
 
     def publish(self, silo: str, request: PublishRequest) -> PublishedModel:
         """The publishing silo decrypts the global model and registers it."""

@@ -90,9 +90,17 @@ def figures(total: Evaluation, finalize: Finalize | None = None) -> SiloScore:
 def combine(
     after_round: int, evaluations: Sequence[Evaluation], finalize: Finalize | None = None
 ) -> GlobalEval:
-    overall = figures(add(evaluations), finalize) if evaluations else SiloScore(0, {})
-    per_silo = {e.silo: figures(e, finalize) for e in evaluations}
+    scored = [e for e in evaluations if e.examples > 0]  # a silo without validation rows adds nothing
+    overall = figures(add(scored), finalize) if scored else SiloScore(0, {})
+    per_silo = {e.silo: figures(e, finalize) if e.examples else _unscored(overall) for e in evaluations}
     return GlobalEval(after_round, overall.examples, overall.metrics, per_silo)
+
+
+def _unscored(overall: SiloScore) -> SiloScore:
+    """A silo without validation rows: every figure the others have, undefined."""
+    return SiloScore(
+        0, {name: NAN for name in overall.metrics}, dict.fromkeys(overall.metrics, "no validation rows")
+    )
 
 
 def undefined_figures(per_silo: Mapping[str, SiloScore]) -> dict[str, dict[str, str]]:

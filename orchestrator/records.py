@@ -14,7 +14,7 @@ from silo.preprocess import AgreedSchema
 
 @dataclass(frozen=True)
 class SetupReport:
-    schema: AgreedSchema
+    schema: AgreedSchema | None  # None for a task (its own data; no shared table schema)
     descriptions: tuple[SiloDescription, ...]
     ready: tuple[SiloReady, ...]
     codec: dict[str, str]  # HE parameters, for tags

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from privacy.params import HEConfig
+from silo.task import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -29,3 +30,6 @@ class OrchestratorSettings:
     # drawn with this seed (the pipeline's training.seed) so a resumed run draws the same.
     fraction: float = 1.0
     selection_seed: int = 0
+    # A task pipeline: its file (for finalize, which turns summed metrics into figures); None:
+    # the built-in tables (schema, federated statistics, the tables' figures)
+    task: TaskSpec | None = None

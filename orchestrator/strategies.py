@@ -56,6 +56,7 @@ class FedAvg:
     """McMahan et al. 2017: local SGD, average weighted by training rows."""
 
     local_epochs: int = 1
+    local_steps: int | None = None  # batches per round instead of local_epochs passes
     batch_size: int = 32
     lr: float = 0.05
     optimizer: str = "sgd"
@@ -83,6 +84,7 @@ class FedAvg:
             seed=self.seed,
             clip_norm=self.clip_norm,
             weighting="uniform" if self.weighting == "uniform" else "examples",
+            local_steps=self.local_steps,
         )
 
     def payload_length(self, n_parameters: int) -> int:

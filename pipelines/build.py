@@ -6,12 +6,13 @@ from collections.abc import Callable
 
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import ROBUST, Strategy, make_strategy
-from pipelines.spec import LoadedPipeline
+from pipelines.spec import LoadedPipeline, PipelineError
 from privacy.dp import DPConfig
 from privacy.keyfile import PUBLIC_NAME, SECRET_NAME, read_public_key_file
 from privacy.params import CKKSParams, HEConfig, PackedParams
 from silo.config import DataSpec, ModelSpec, SiloSpec
 from silo.data import canonical
+from silo.task import TaskError, TaskSpec
 
 
 def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
@@ -19,7 +20,7 @@ def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
 
 
 def data_spec(loaded: LoadedPipeline) -> DataSpec:
-    d = loaded.spec.data
+    d = loaded.spec.table
     return DataSpec(
         target=d.target,
         features=_tuple(d.features),
@@ -32,6 +33,18 @@ def data_spec(loaded: LoadedPipeline) -> DataSpec:
         validation_fraction=d.validation_fraction,
         seed=d.seed,
     )
+
+
+def task_spec(loaded: LoadedPipeline) -> TaskSpec | None:
+    """[task] with the file's bytes (read here, on the driver; every silo runs exactly them)."""
+    t = loaded.spec.task
+    if t is None:
+        return None
+    config = {"validation_fraction": t.validation_fraction, **t.config}
+    try:
+        return TaskSpec.read(t.module, loaded.path.parent, t.kind, config, t.buffers)
+    except TaskError as err:
+        raise PipelineError(loaded.path, [f"task.module: {err}"]) from err
 
 
 def ckks_params(loaded: LoadedPipeline) -> CKKSParams:
@@ -85,7 +98,8 @@ def silo_specs(
     ``dp_state(silo)``: where that silo keeps its privacy accountant (DP runs).
     ``warm_start``: (resolved ``models:/NAME/VERSION``, tracking URI) of the initial model."""
     spec = loaded.spec
-    data = data_spec(loaded)
+    data = data_spec(loaded) if spec.data is not None else None
+    task = task_spec(loaded)
     model = ModelSpec(kind=spec.model.kind, hidden=tuple(spec.model.hidden))
     keys = keys_folder(loaded)
     specs = []
@@ -106,6 +120,7 @@ def silo_specs(
                 dp_state_path=dp_state(s.name) if dp_state and spec.privacy.dp != "off" else None,
                 initial_model=warm_start[0] if warm_start else None,
                 tracking_uri=warm_start[1] if warm_start else None,
+                task=task,
             )
         )
     return specs
@@ -120,6 +135,7 @@ def strategy(loaded: LoadedPipeline) -> Strategy:
         "optimizer": t.optimizer,
         "momentum": t.momentum,
         "seed": t.seed,
+        "local_steps": t.local_steps,
         "weighting": "uniform" if loaded.spec.privacy.dp == "silo" else "examples",
     }
     if t.strategy == "fedprox":
@@ -151,4 +167,5 @@ def orchestrator_settings(
         provisioned_public=provisioned,
         fraction=spec.fraction,
         selection_seed=spec.training.seed,
+        task=task_spec(loaded),
     )

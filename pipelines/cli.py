@@ -1,6 +1,7 @@
 """The ``fedsilo`` command.
 
 fedsilo run                                  # bundled example: 4 hospitals, local Ray, ./mlruns.db
+fedsilo run --example breast-ultrasound      # the imaging example (a task module); --example lists them
 fedsilo run PIPELINE --summary-json out.json --rounds 5
 fedsilo run PIPELINE --address 127.0.0.1:6379
 fedsilo validate PIPELINE                    # schema and every silo's data, no training
@@ -27,7 +28,7 @@ from pipelines import build, lifecycle_cli, ops_cli
 from pipelines.checkpoint import CheckpointError
 from pipelines.privacy_report import delta_problems, training_rows_estimate
 from pipelines.registry import RegistryError
-from pipelines.spec import LoadedPipeline, PipelineError, bundled_example, load_pipeline
+from pipelines.spec import LoadedPipeline, PipelineError, bundled_example, bundled_examples, load_pipeline
 from privacy.codec import CodecError
 from silo.data import inspect_table
 
@@ -42,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a federation (default: the bundled heart-disease example)")
     run.add_argument("pipeline", nargs="?", type=Path, help="pipeline TOML file")
+    run.add_argument(
+        "--example", nargs="?", const="", metavar="NAME",
+        help="run a bundled example (heart-disease, breast-ultrasound); without NAME, list them",
+    )  # fmt: skip
     run.add_argument("--summary-json", type=Path, help="write a machine-readable summary here")
     run.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379)")
     run.add_argument("--rounds", type=int, help="override the pipeline's number of rounds")
@@ -85,10 +90,13 @@ def keys_init(loaded: LoadedPipeline, out: Path | None, console: Console) -> Non
 
 def validate(loaded: LoadedPipeline, console: Console) -> None:
     """Every check that needs no training, run against the files on this machine."""
+    if loaded.spec.task is not None:
+        validate_task(loaded, console)
+        return
     data = build.data_spec(loaded)
     descriptions = [inspect_table(silo.name, loaded.silo_path(silo), data) for silo in loaded.spec.silos]
     schema = agree(descriptions)
-    fraction = loaded.spec.data.validation_fraction
+    fraction = loaded.spec.table.validation_fraction
     train_rows = {d.name: training_rows_estimate(d.rows, fraction) for d in descriptions}
     problems = delta_problems(loaded.spec, train_rows)
     if problems:
@@ -105,6 +113,56 @@ def validate(loaded: LoadedPipeline, console: Console) -> None:
     )
     for warning in (w for d in descriptions for w in d.warnings):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+
+
+def validate_task(loaded: LoadedPipeline, console: Console) -> None:
+    """A task pipeline: every silo opens the task on this machine (splits, model, one batch
+    through model and loss) and they must exchange the same tensors over the same frozen base."""
+    import torch
+
+    from silo.exchange import ManifestMismatch, check_manifests
+    from silo.task import TaskError
+    from silo.task_run import OpenTask, open_task
+
+    spec = loaded.spec
+    task = build.task_spec(loaded)
+    assert task is not None
+    record = spec.privacy.dp == "record"
+    opened: dict[str, OpenTask] = {}
+    problems: list[str] = []
+    for silo in spec.silos:
+        try:
+            opened[silo.name] = open_task(task, silo.name, loaded.silo_path(silo), spec.training.seed,
+                                          torch.device("cpu"), record)  # fmt: skip
+        except TaskError as err:
+            problems.append(str(err))
+    try:
+        check_manifests({name: o.exchange.manifest for name, o in opened.items()})
+    except ManifestMismatch as err:
+        problems += str(err).split("; ")
+    train_rows = {name: o.rows[0] for name, o in opened.items()}
+    problems += delta_problems(spec, train_rows)
+    if problems:
+        raise PipelineError(loaded.path, problems)
+    table = Table(title=f"{loaded.path.name}: pipeline {spec.name!r} is valid", title_justify="left")
+    for column in ("silo", "train", "validation", "path"):
+        table.add_column(column)
+    for silo in spec.silos:
+        train, val = opened[silo.name].rows
+        table.add_row(silo.name, str(train), str(val), silo.path)
+    console.print(table)
+    first = next(iter(opened.values()))
+    manifest = first.exchange.manifest
+    frozen = (
+        f", {manifest.frozen_parameters} frozen (hash {manifest.frozen_sha256[:12]})"
+        if manifest.frozen_sha256
+        else ""
+    )
+    console.print(
+        f"task {Path(first.task.source).name} (sha256 {first.task.sha256[:12]}), kind {first.task.kind}: "
+        f"{manifest.size} values exchanged in {len(manifest.tensors)} tensors{frozen}",
+        highlight=False,
+    )
 
 
 def prepare_ray_auth(environ: MutableMapping[str, str] = os.environ) -> None:
@@ -141,7 +199,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         from pipelines.runner import RunOptions, run_federation, write_summary
 
-        path = args.pipeline or bundled_example()
+        if args.example is not None and args.pipeline is not None:
+            raise PipelineError(args.pipeline, ["give a pipeline file or --example NAME, not both"])
+        if args.example == "":
+            for name, example in bundled_examples().items():
+                console.print(f"{name:20} {example}", highlight=False)
+            return 0
+        examples = bundled_examples()
+        if args.example is not None and args.example not in examples:
+            raise PipelineError(Path(args.example), [f"no bundled example {args.example!r}; there are: "
+                                                     + ", ".join(examples)])  # fmt: skip
+        path = args.pipeline or bundled_example(args.example or "heart-disease")
         loaded = load_pipeline(path)
         if args.from_champion:
             from pipelines.warmstart import with_champion_warm_start

@@ -36,7 +36,7 @@ def setup_table(report: SetupReport) -> Table:
             str(description.rows),
             str(ready.train_rows),
             str(ready.val_rows),
-            str(sum(description.missing.values())),
+            str(sum(description.missing.values())) if report.schema is not None else "-",
             ready.device,
         ]
         table.add_row(*cells, *([f"[yellow]{notes[description.name]}"] if any(notes.values()) else []))
@@ -63,23 +63,32 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+FIRST = ("accuracy", "loss", "auc")  # the built-in tables' figures, in the order the table has shown them
+
+
+def figure_names(summary: RunSummary) -> list[str]:
+    """The figures the summary has, the tables' usual ones first."""
+    names = list(summary.final.get("metrics", {})) or ["accuracy", "loss"]
+    return [n for n in FIRST if n in names] + [n for n in names if n not in FIRST]
+
+
 def summary_table(summary: RunSummary) -> Table:
     table = Table(title=f"Federation {summary.experiment}: run {summary.run_id}", title_justify="left")
-    binary = any("val_auc" in row for row in summary.per_silo.values())
-    for column in ("silo", "val rows", "val accuracy", "val loss") + (("val AUC",) if binary else ()):
-        table.add_column(column, justify="left" if column == "silo" else "right")
-    for name, row in summary.per_silo.items():
-        cells = [name, str(row["val_rows"]), figure(row["val_accuracy"], 3), figure(row["val_loss"], 4)]
-        table.add_row(*cells, *([figure(row.get("val_auc"), 3)] if binary else []))
-    final = summary.final
+    names = figure_names(summary)
+    table.add_column("silo")
+    table.add_column("val rows", justify="right")
+    for name in names:
+        table.add_column("val AUC" if name == "auc" else f"val {name.replace('_', ' ')}", justify="right")
+    for silo, row in summary.per_silo.items():
+        cells = [figure(row.get(f"val_{name}"), 4 if name == "loss" else 3) for name in names]
+        table.add_row(silo, str(row.get("val_rows", 0)), *cells)
+    final = summary.final.get("metrics", {})
     table.add_section()
+    cells = [figure(final.get(name), 4 if name == "loss" else 3) for name in names]
     table.add_row(
-        "[bold]global",
-        str(sum(r["val_rows"] for r in summary.per_silo.values())),
-        f"[bold]{figure(final['global_val_accuracy'], 3)}",
-        figure(final["global_val_loss"], 4),
-        *([figure(final.get("global_val_auc"), 3)] if binary else []),
-    )
+        "[bold]global", str(sum(r.get("val_rows", 0) for r in summary.per_silo.values())),
+        f"[bold]{cells[0]}", *cells[1:],
+    )  # fmt: skip
     rounds = summary.per_round
     if rounds:
         per_round = sum(r["seconds"] for r in rounds) / len(rounds)

@@ -98,11 +98,13 @@ def model_card(loaded: LoadedPipeline, setup: SetupReport, summary: RunSummary) 
         f"| {r.silo} | {r.train_rows} | {r.val_rows} | {r.dropped_rows} | {r.device} |" for r in setup.ready
     )
     final = summary.final
-    auc = final.get("global_val_auc")
     how = "in the clear" if he.get("scheme") == "off" else "under homomorphic encryption"
-    quality = f"accuracy {final.get('global_val_accuracy', float('nan')):.4f}"
-    quality += f", loss {final.get('global_val_loss', float('nan')):.4f}"
-    quality += f", ROC AUC {auc:.4f}" if auc is not None else ""
+    quality = ", ".join(f"{name} {value:.4f}" for name, value in final.get("metrics", {}).items())
+    example = (
+        "synthetic (federated means and modes), not a real record"
+        if spec.data
+        else "none (any would be a record)"
+    )
     return f"""# Model card: {spec.registered_model}
 
 Trained by fedsilo federation **{spec.name}** on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC
@@ -110,10 +112,7 @@ Trained by fedsilo federation **{spec.name}** on {datetime.now(UTC):%Y-%m-%d %H:
 No row of data left any silo; the orchestrator added the silos' updates {how}.
 
 ## Model
-- kind: {spec.model.kind}; {setup.n_parameters} parameters; inputs: {", ".join(setup.schema.features)}
-- target: `{spec.data.target}`; classes: {", ".join(setup.schema.classes)}
-- preprocessing (inside the model): federated means/standard deviations, one-hot of
-  {", ".join(setup.schema.categorical) or "no columns"}, missing values: {spec.data.missing}
+{_model_lines(loaded, setup)}
 
 ## Data (row counts only; the data stayed at each silo)
 | silo | train rows | validation rows | rows dropped | device |
@@ -123,12 +122,30 @@ No row of data left any silo; the orchestrator added the silos' updates {how}.
 ## Privacy
 - homomorphic encryption: {he_line}
 {privacy_card(spec, summary.privacy, summary.stopped)}
-- input example: synthetic (federated means and modes), not a real record
+- input example: {example}
 
 ## Quality (global model, validation rows of every silo)
 - {quality}
 - mean of per-silo accuracies: {_mean_text(final.get("mean_of_silos_val_accuracy"))}
 {_undefined_card(summary.per_silo)}"""
+
+
+def _model_lines(loaded: LoadedPipeline, setup: SetupReport) -> str:
+    spec, schema = loaded.spec, setup.schema
+    if spec.task is not None or schema is None:
+        task = spec.task
+        assert task is not None
+        sha = setup.descriptions[0].task_sha256 if setup.descriptions else ""
+        return (
+            f"- task: `{task.module}` (sha256 {sha}), kind {task.kind or 'its own loss and metrics'}; "
+            f"{setup.n_parameters} values exchanged per round (trainable parameters"
+            f"{', float buffers' if task.buffers == 'federated' else ''}); the task file ships with the model"
+        )
+    table, inputs = spec.table, ", ".join(schema.features)
+    return f"""- kind: {spec.model.kind}; {setup.n_parameters} parameters; inputs: {inputs}
+- target: `{table.target}`; classes: {", ".join(schema.classes)}
+- preprocessing (inside the model): federated means/standard deviations, one-hot of
+  {", ".join(schema.categorical) or "no columns"}, missing values: {table.missing}"""
 
 
 def _mean_text(mean: float | None) -> str:

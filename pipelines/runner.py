@@ -117,6 +117,8 @@ def run_federation(
                 federation.get(actors.orchestrator.restore.remote(resumed.orchestrator))
         summary.setup_seconds = time.perf_counter() - setup_start  # actor start-up included
         tracker.log_setup(setup, summary.setup_seconds)
+        task_tags = _task_tags(loaded, setup)
+        tracker.set_tags(task_tags)
         problems = delta_problems(spec, {r.silo: r.train_rows for r in setup.ready})
         if problems:
             raise PipelineError(loaded.path, problems)
@@ -164,7 +166,7 @@ def run_federation(
                     tracker.log_eval(record.incoming)
                 status = f"{len(record.participants)}/{len(spec.silos)} silos, {record.seconds:.2f}s"
                 if latest:
-                    status += f", acc {latest[0].accuracy:.3f} (after round {latest[0].after_round})"
+                    status += f", {headline(latest[0])} (after round {latest[0].after_round})"
                 progress.update(task, advance=1, status=status)
                 server_round += 1
         if summary.stopped:
@@ -200,6 +202,7 @@ def run_federation(
                     "fedsilo.dp": spec.privacy.dp,
                     **privacy,
                     **lifecycle_version_tags(setup, warm),
+                    **task_tags,
                 },
             )
             published = federation.get(actors.orchestrator.publish.remote(spec.publisher, request))
@@ -228,6 +231,26 @@ def run_federation(
             actors.stop()
         if started_ray:
             ray.shutdown()
+
+
+def headline(result: GlobalEval) -> str:
+    """The progress line's figure: accuracy where the task has one, else its first figure."""
+    name = "accuracy" if "accuracy" in result.metrics else next(iter(result.metrics), "")
+    value = result.metrics.get(name)
+    return f"{name[:3] if name == 'accuracy' else name} {value:.3f}" if value is not None else "no figures"
+
+
+def _task_tags(loaded: LoadedPipeline, setup: SetupReport) -> dict[str, str]:
+    """A task run's tags (also the version's): the task file's sha256 and name."""
+    task = loaded.spec.task
+    if task is None:
+        return {}
+    sha = setup.descriptions[0].task_sha256 if setup.descriptions else ""
+    return {
+        "fedsilo.task.sha256": sha,
+        "fedsilo.task.module": task.module,
+        "fedsilo.task.kind": str(task.kind),
+    }
 
 
 def write_summary(summary: RunSummary, path: Path) -> None:

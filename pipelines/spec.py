@@ -78,6 +78,24 @@ class DataSection(_Section):
         return self
 
 
+class TaskSection(_Section):
+    """The user's own PyTorch workload (DESIGN.md "Tasks"; the contract is silo/task.py)."""
+
+    module: str  # a .py file next to this pipeline, or an importable "pkg.module"
+    kind: Literal["binary", "multiclass", "regression"] | None = None  # default loss/metrics/finalize
+    # Float buffers (BatchNorm statistics) are federated with the weights, or stay on each silo.
+    buffers: Literal["federated", "local"] = "federated"
+    config: dict[str, Any] = Field(default_factory=dict)  # [task.config]: handed to the task's functions
+    validation_fraction: float = Field(0.2, gt=0, lt=1)  # handed to dataset() as ctx.config too
+
+    @field_validator("module")
+    @classmethod
+    def _module(cls, value: str) -> str:
+        if not (value.endswith(".py") or re.match(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$", value)):
+            raise ValueError("use a .py file next to the pipeline (e.g. 'my_task.py') or 'package.module'")
+        return value
+
+
 class SiloSection(_Section):
     name: str = Field(pattern=NAME)
     path: str
@@ -93,6 +111,8 @@ Strategy = Literal[
 class TrainingSection(_Section):
     strategy: Strategy = "fedavg"
     local_epochs: int = Field(1, ge=1)
+    # A number of batches per round instead of local_epochs passes (FLamby's count of local work)
+    local_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.05, gt=0)
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -320,13 +340,38 @@ class Pipeline(_Section):
     round_timeout_s: float = Field(120.0, gt=0)
     round_retries: int = Field(2, ge=0)  # a round with too few silos is tried again this often
     model: ModelSection = Field(default_factory=ModelSection)
-    data: DataSection
+    data: DataSection | None = None  # the built-in tables: a shared schema every silo must match
+    task: TaskSection | None = None  # or the user's own PyTorch workload
     silos: list[SiloSection] = Field(min_length=1)
     training: TrainingSection = Field(default_factory=TrainingSection)
     privacy: PrivacySection = Field(default_factory=PrivacySection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     schedule: ScheduleSection | None = None
+
+    @model_validator(mode="after")
+    def _data_or_task(self) -> Pipeline:
+        if self.data is not None and self.task is not None:
+            raise ValueError(
+                "give [data] (the built-in tables) or [task] (your own PyTorch module), not both"
+            )
+        if self.data is None and self.task is None:
+            raise ValueError(
+                "a pipeline needs [data] (the built-in tables: target, columns) or [task] "
+                "(module = 'my_task.py': your own PyTorch dataset, model and loss)"
+            )
+        if self.task is not None and {"kind", "hidden"} & self.model.model_fields_set:
+            raise ValueError(
+                "model.kind = ... builds the built-in tables' model; a [task]'s model() builds its own"
+            )
+        return self
+
+    @property
+    def table(self) -> DataSection:
+        """[data], for the steps only the built-in tables have (schema, federated statistics)."""
+        if self.data is None:
+            raise ValueError(f"pipeline {self.name!r} has a [task], not [data]")
+        return self.data
 
     @model_validator(mode="after")
     def _silos_agree(self) -> Pipeline:
@@ -461,9 +506,16 @@ def load_pipeline(path: str | Path) -> LoadedPipeline:
     return parse_pipeline(text, path)
 
 
-def bundled_example() -> Path:
-    """The four-hospital heart-disease pipeline shipped with fedsilo."""
-    return Path(__file__).resolve().parent / "examples" / "heart_disease" / "pipeline.toml"
+def bundled_example(name: str = "heart-disease") -> Path:
+    """A pipeline shipped with fedsilo (`fedsilo run --example NAME`); the default is the
+    four-hospital heart-disease one."""
+    return Path(__file__).resolve().parent / "examples" / name.replace("-", "_") / "pipeline.toml"
+
+
+def bundled_examples() -> dict[str, Path]:
+    """Every example fedsilo ships: name -> pipeline file."""
+    root = Path(__file__).resolve().parent / "examples"
+    return {p.parent.name.replace("_", "-"): p for p in sorted(root.glob("*/pipeline.toml"))}
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:

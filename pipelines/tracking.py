@@ -51,16 +51,19 @@ def code_version() -> str:
 
 
 def eval_metrics(result: GlobalEval) -> dict[str, float]:
-    """The evaluation's MLflow metrics; an undefined (NaN) figure is left out, never logged as a
-    number (`undefined_tags` says why it is missing)."""
-    metrics = {"global/val_loss": result.loss, "global/val_accuracy": result.accuracy}
-    if result.auc is not None:
-        metrics["global/val_auc"] = result.auc
+    """The evaluation's MLflow metrics: every figure as ``global/<name>`` and ``silo/<silo>/<name>``
+    (the task contract) and as ``global/val_<name>``, ``silo/<silo>/val_<name>`` (the names runs have
+    always had). An undefined (NaN) figure is left out, never logged as a number (`undefined_tags`
+    says why it is missing)."""
+    metrics: dict[str, float] = {"eval/silos": float(len(result.per_silo))}
+    for name, value in result.metrics.items():
+        metrics[f"global/{name}"] = metrics[f"global/val_{name}"] = value
     mean = result.mean_of_silos("accuracy")
     if mean is not None:
         metrics["global/val_accuracy_mean_of_silos"] = mean
-    for name, score in result.per_silo.items():
-        metrics.update({f"silo/{name}/val_{metric}": v for metric, v in score.metrics.items()})
+    for silo, score in result.per_silo.items():
+        for name, value in score.metrics.items():
+            metrics[f"silo/{silo}/{name}"] = metrics[f"silo/{silo}/val_{name}"] = value
     return {key: value for key, value in metrics.items() if math.isfinite(value)}
 
 
@@ -121,7 +124,11 @@ class RunTracker:
         if run_id is not None:
             client = self._mlflow.MlflowClient()
             self._logged_rounds = {m.step for m in client.get_metric_history(run_id, "round/participants")}
-            self._logged_evals = {m.step for m in client.get_metric_history(run_id, "global/val_accuracy")}
+            evaluated = client.get_metric_history(run_id, "eval/silos") or client.get_metric_history(
+                run_id,
+                "global/val_accuracy",  # runs logged before eval/silos
+            )
+            self._logged_evals = {m.step for m in evaluated}
             events = self._mlflow.artifacts.load_dict if self._has_artifact("events.json") else None
             if events is not None:
                 self.events = list(events(f"runs:/{run_id}/events.json").get("events", []))
@@ -150,6 +157,8 @@ class RunTracker:
         spec = loaded.spec
         self._mlflow.log_params(flatten(spec))
         self._mlflow.log_text(loaded.text, "pipeline.toml")
+        if spec.task is not None and spec.task.module.endswith(".py"):  # the task file, beside the pipeline
+            self._mlflow.log_artifact(loaded.resolve(spec.task.module), "task")
         self._mlflow.set_tags(
             {
                 "fedsilo.silos": ",".join(s.name for s in spec.silos),

@@ -47,6 +47,7 @@ from silo.data import (
     resolve_features,
     split_indices,
 )
+from silo.exchange import Exchange
 from silo.fingerprint import DataVersion, fingerprint
 from silo.messages import (
     Evaluation,
@@ -62,7 +63,7 @@ from silo.messages import (
     SiloReady,
     SiloStatus,
 )
-from silo.models import build_model, count_parameters, get_flat, set_flat
+from silo.models import build_model
 from silo.preprocess import (
     AgreedSchema,
     Preprocessor,
@@ -73,7 +74,10 @@ from silo.preprocess import (
 )
 from silo.privacy_budget import SiloPrivacy
 from silo.server_opt import OptState, server_step, split_scaffold
+from silo.task import TaskError, TaskSpec
 from silo.task_kinds import defaults
+from silo.task_run import OpenTask, open_task
+from silo.task_run import score as score_task
 from silo.train import evaluate, local_steps, local_train
 from silo.update import Control, staged_update
 
@@ -129,6 +133,8 @@ class SiloWorker:
         self._dropped = 0
         self._sums: np.ndarray | None = None
         self._pre: Preprocessor | None = None
+        self._task: OpenTask | None = None  # a [task] pipeline: the user's splits, model and hooks
+        self._exchange: Exchange | None = None  # what is federated of the model; set once ready
         self._data_version = DataVersion("", 0)
         self._warm_note = ""
         self.device = _pick_device()
@@ -141,20 +147,49 @@ class SiloWorker:
     # status_timeout_s answers (with a new incarnation) and rejoins this round.
     @ray.method(concurrency_group="control", max_task_retries=-1)
     def status(self) -> SiloStatus:
-        return SiloStatus(self.name, self.incarnation, self._pre is not None)
+        return SiloStatus(self.name, self.incarnation, self._exchange is not None)
 
     # -- data ---------------------------------------------------------------
 
     def describe(self) -> SiloDescription:
-        """Read and check the local file; problems come back as data, naming this silo."""
+        """Read and check the local file (or open the task); problems come back as data, naming this silo."""
+        if self.spec.task is not None:
+            return self._describe_task(self.spec.task)
         try:
-            frame = read_table(self.name, self.spec.path, self.spec.data)
+            frame = read_table(self.name, self.spec.path, self.spec.table)
         except DataError as err:
             return SiloDescription(self.name, 0, (), (), (), {}, (), {}, (str(err),))
-        description = describe_frame(self.name, frame, self.spec.data)
+        description = describe_frame(self.name, frame, self.spec.table)
         if description.ok:
-            self._raw = prepare_frame(self.name, frame, description, self.spec.data)
+            self._raw = prepare_frame(self.name, frame, description, self.spec.table)
         return description
+
+    def _describe_task(self, spec: TaskSpec) -> SiloDescription:
+        try:
+            record = self.spec.dp.mode == "record"
+            self._task = open_task(spec, self.name, self.spec.path, self.spec.seed, self.device, record)
+        except TaskError as err:
+            return SiloDescription(self.name, 0, (), (), (), {}, (), {}, (str(err),))
+        train, val = self._task.rows
+        return SiloDescription(
+            self.name, train + val, (), (), (), {}, (), {},
+            manifest=self._task.exchange.manifest, task_sha256=self._task.task.sha256,
+        )  # fmt: skip
+
+    def prepare_task(self) -> SiloReady:
+        """A task's silo, ready for round 1 (`describe` opened it): the seeded initial model."""
+        if self._task is None:
+            raise TaskError(f"silo {self.name!r}: describe() has not opened the task")
+        opened = self._task
+        self._model, self._exchange = opened.model, opened.exchange
+        self._train_set, self._val_set, self._loss = opened.train, opened.val, opened.task.loss
+        self._initial = self._exchange.get()
+        if self.spec.initial_model is not None:
+            raise TaskError(f"silo {self.name!r}: a warm start ([model] from) is not supported for tasks yet")
+        train, val = opened.rows
+        return SiloReady(
+            self.name, train, val, 0, 0, self._exchange.size, str(self.device), _node_name(), "", train + val,
+        )  # fmt: skip
 
     # -- keys ---------------------------------------------------------------
 
@@ -220,7 +255,7 @@ class SiloWorker:
         """Split train/validation, then stage the pass-1 sums over the training rows."""
         if self._raw is None:
             raise DataError(f"silo {self.name!r}: describe() has not loaded valid data")
-        spec = self.spec.data
+        spec = self.spec.table
         frame = apply_missing_policy(self._raw, schema, spec.missing)
         self._dropped = len(self._raw) - len(frame)
         self._data_version = fingerprint(frame, (*schema.features, spec.target))
@@ -253,28 +288,30 @@ class SiloWorker:
         spec = self.spec
         self._pre = Preprocessor.from_sums(
             self._schema,
-            spec.data.target,
-            spec.data.positive,
+            spec.table.target,
+            spec.table.positive,
             self._sums,
             self._require_codec().decode(squares),
-            na_values=spec.data.na_values,
+            na_values=spec.table.na_values,
         )
         # the built-in task's data: tensors on the silo's device, indexed whole by the one loop
         self._train_set = self._tensors(self._train_frame)
         self._val_set = self._tensors(self._val_frame)
         self._loss = defaults("binary" if self._pre.binary else "multiclass")["loss"]
         self._model = build_model(spec.model, self._schema.n_inputs, self._schema.n_outputs, spec.seed)
-        self._initial = get_flat(self._model)
+        exchange = Exchange(self._model)
+        self._initial = exchange.get()
         if spec.initial_model is not None:
-            self._warm_start(spec.initial_model)
+            self._warm_start(spec.initial_model, exchange)
         self._model.to(self.device)
+        self._exchange = exchange
         return SiloReady(
             self.name,
             len(self._train_set),
             len(self._val_set),
             self._dropped,
             self._schema.n_inputs,
-            count_parameters(self._model),
+            exchange.size,
             str(self.device),
             _node_name(),
             self._data_version.sha256,
@@ -284,21 +321,25 @@ class SiloWorker:
 
     def _tensors(self, frame: pd.DataFrame) -> TensorDataset:
         assert self._pre is not None
-        x, y = self._pre.transform(frame), self._pre.encode_target(frame[self.spec.data.target])
+        x, y = self._pre.transform(frame), self._pre.encode_target(frame[self.spec.table.target])
         return TensorDataset(torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device))
 
-    def _warm_start(self, model_uri: str) -> None:
+    def _warm_start(self, model_uri: str, exchange: Exchange) -> None:
         """The registered model's weights (rebased to this run's preprocessing) as round 1's model."""
         from silo.registered import fetch, warm_start_weights
 
         assert self._pre is not None and self.spec.tracking_uri is not None
         registered = fetch(self.spec.tracking_uri, model_uri)
         self._initial, note = warm_start_weights(registered, self._model, self._pre)
-        set_flat(self._model, self._initial)
+        exchange.set(self._initial)
         self._warm_note = f"{model_uri}: {note}"
 
-    def rejoin(self, schema: AgreedSchema, sums: Payload, squares: Payload) -> SiloReady:
-        """After a restart: the same split and preprocessing from the federation's stored sums."""
+    def rejoin(self, schema: AgreedSchema | None, sums: Payload | None, squares: Payload | None) -> SiloReady:
+        """After a restart: the same split and preprocessing from the federation's stored sums
+        (a task: its splits and seeded model again; `describe` has opened it)."""
+        if self.spec.task is not None:
+            return self.prepare_task()
+        assert schema is not None and sums is not None and squares is not None
         self.stats_sums(schema)
         self.stats_squares(sums)
         self._staged = None
@@ -310,33 +351,43 @@ class SiloWorker:
         """Load the global model; a SCAFFOLD payload [w ; c] also sets c."""
         flat = self._initial if payload is None else self._require_codec().decode(payload)
         weights, self._c_global = split_scaffold(flat, self._initial.size)
-        set_flat(self._model, weights)
+        self._ready().set(weights)
+
+    def _ready(self) -> Exchange:
+        if self._exchange is None:
+            raise RuntimeError(f"silo {self.name!r} is not prepared (set-up has not finished)")
+        return self._exchange
 
     def _evaluate(self) -> Evaluation:
+        if self._task is not None:
+            return score_task(self._task, self.name, self.device)
         assert self._pre is not None
         return evaluate(self._model, self._val_set, self._pre.binary, self.device, self.name)
 
     def fit(self, ins: FitIns) -> FitRes:
         """Score the incoming global model, train locally, stage n_k * w_k for `encode_staged`
         (with DP: DP-SGD, or a clipped and noised update; weight 1 under uniform weighting)."""
-        assert self._pre is not None
+        exchange = self._ready()
         start = time.perf_counter()
         self._staged = None
         self._load_global(ins.global_payload)
         evaluation = self._evaluate()
         round_seed = zlib.crc32(f"{ins.config.seed}/{ins.round}/{self.name}".encode())
-        examples = len(self._train_set)
+        examples = len(self._train_set)  # type: ignore[arg-type]
         dp, config = self._privacy, ins.config
         control = None
         if config.scaffold:
             assert self._c_global is not None
             c_local = self._c_local if self._c_local is not None else np.zeros_like(self._c_global)
             control = Control(self._c_global, c_local)
-        begin = get_flat(self._model)
+        begin = exchange.get()
         if dp is None:
+            params = exchange.trainable()  # first in the exchanged vector; float buffers follow
+            trained = sum(p.numel() for p in params)
             loss = local_train(
                 self._model, self._train_set, self._loss, config, self.device, round_seed,
-                correction=None if control is None else control.c_global - control.c_local,
+                correction=None if control is None else (control.c_global - control.c_local)[:trained],
+                params=params,
             )  # fmt: skip
         else:
             record = dp.config.mode == "record"
@@ -352,7 +403,7 @@ class SiloWorker:
                     epsilon=dp.epsilon(), noise_multiplier=sigma, budget_spent=True,
                 )  # fmt: skip
             loss = self._private_train(dp, config, round_seed, sigma)
-        weights = get_flat(self._model)
+        weights = exchange.get()
         seconds = time.perf_counter() - start
         epsilon = dp.epsilon() if dp is not None else None
         sigma_used = dp.noise_multiplier if dp is not None else None
@@ -377,7 +428,7 @@ class SiloWorker:
         """Train with DP (record: DP-SGD; silo: clipped update plus a noise share); spend budget."""
         from silo.dp_train import dp_local_train
 
-        assert self._pre is not None
+        exchange = self._ready()
         # Noise and Poisson sampling must be unpredictable: a secret seed, never the round seed.
         secret = int.from_bytes(os.urandom(8), "little")
         if dp.config.mode == "record":
@@ -387,9 +438,9 @@ class SiloWorker:
             )  # fmt: skip
             dp.spend(rate, steps)
             return loss
-        start = get_flat(self._model)
+        start = exchange.get()
         loss = local_train(self._model, self._train_set, self._loss, config, self.device, round_seed)
-        set_flat(self._model, dp.privatize(start, get_flat(self._model), np.random.default_rng(secret)))
+        exchange.set(dp.privatize(start, exchange.get(), np.random.default_rng(secret)))
         dp.spend(1.0, 1)
         return loss
 
@@ -431,14 +482,19 @@ class SiloWorker:
 
         if self._raw is None:
             raise DataError(f"silo {self.name!r}: describe() has not loaded valid data")
-        features = resolve_features(self.spec.data, list(self._raw.columns))
-        rows = validation_rows(self._raw, features, self.spec.data)
+        features = resolve_features(self.spec.table, list(self._raw.columns))
+        rows = validation_rows(self._raw, features, self.spec.table)
         return {uri: score(fetch(tracking_uri, uri), rows, self.name) for uri in model_uris}
 
     def publish(self, payload: Payload, request: PublishRequest) -> PublishedModel:
         """Decrypt the final global model here and register it in MLflow."""
-        from silo.publish import publish_model
+        from silo.publish import publish_model, publish_task_model
 
-        assert self._pre is not None
         self._load_global(payload)
+        if self._task is not None:
+            assert self.spec.task is not None
+            return publish_task_model(
+                self._model, self._ready().get(), self.spec.task, self._task.task, request
+            )
+        assert self._pre is not None
         return publish_model(self._model, self._pre, request)

@@ -7,6 +7,7 @@ from typing import Literal
 
 from privacy.dp import DPConfig
 from privacy.params import HEConfig
+from silo.task import TaskSpec
 
 MissingPolicy = Literal["drop", "impute"]
 
@@ -40,7 +41,7 @@ class ModelSpec:
 class SiloSpec:
     name: str
     path: str  # absolute, or relative to the silo process's working directory
-    data: DataSpec
+    data: DataSpec | None  # the built-in tables; None for a task
     model: ModelSpec
     he: HEConfig = field(default_factory=HEConfig)
     # Out-of-band keys (`fedsilo keys init`): the secret key file on this silo's node.
@@ -58,3 +59,12 @@ class SiloSpec:
     # read from ``tracking_uri`` on the silo's node. None: the seeded initial model.
     initial_model: str | None = None
     tracking_uri: str | None = None
+    # The user's own PyTorch workload ([task]); None: the built-in tables ([data]).
+    task: TaskSpec | None = None
+
+    @property
+    def table(self) -> DataSpec:
+        """[data], for the steps only the built-in tables have."""
+        if self.data is None:
+            raise ValueError(f"silo {self.name!r} runs a task, not the built-in tables")
+        return self.data

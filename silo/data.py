@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from silo.config import DataSpec
+from silo.exchange import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ class SiloDescription:
     errors: tuple[str, ...] = ()
     # What the silo can train with but should know of (a single class here): shown, never refused
     warnings: tuple[str, ...] = ()
+    # A task pipeline: what the silo's model exchanges (checked equal across silos before round 1)
+    # and the sha256 of the task file it runs
+    manifest: Manifest | None = None
+    task_sha256: str = ""
 
     @property
     def ok(self) -> bool:

@@ -1,13 +1,17 @@
 """The publishing silo logs the final global model to MLflow and registers it.
 
-The model is a pyfunc that includes its preprocessing (`silo/serving.py`); its input
-example is a synthetic row of federated means and modes, never a patient's record.
+The built-in tables' model is a pyfunc that includes its preprocessing (`silo/serving.py`); its
+input example is a synthetic row of federated means and modes, never a patient's record. A
+task's model ships the task file and calls its ``predict`` (`silo/task_serving.py`); it has no
+input example, since any example would be a silo's record.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +25,9 @@ from silo.models import get_flat
 from silo.preprocess import Preprocessor
 from silo.registered import WEIGHTS
 from silo.retry import retry_transient
+from silo.task import Task, TaskSpec
+
+TASK_FILE = "task.py"  # the task file, as the registered model ships it
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +127,50 @@ def register_version(request: PublishRequest, model_uri: str) -> str:
 
 class RegistryWriteError(RuntimeError):
     """Registering the model failed; no half-registered version is left behind."""
+
+
+def publish_task_model(
+    model: nn.Module, flat: np.ndarray, spec: TaskSpec, task: Task, request: PublishRequest
+) -> PublishedModel:
+    """A task's final model as a pyfunc that needs nothing but the registry: the task file (its
+    ``predict``), the whole module pickled (the federated part merged with any frozen base, so a
+    silo-local pretrained file is not needed to serve) and the exchanged vector for warm starts."""
+    import mlflow
+
+    mlflow.set_tracking_uri(request.tracking_uri)
+    requirements = [
+        f"torch=={torch.__version__.split('+')[0]}",
+        "pandas",
+        "numpy",
+        f"mlflow=={mlflow.__version__}",
+    ]
+    requirements += [name for name in ("peft", "transformers") if name in sys.modules]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        source = folder / TASK_FILE
+        source.write_bytes(spec.source if spec.source is not None else Path(task.source).read_bytes())
+        module = folder / "module.pt"
+        torch.save(copy.deepcopy(model).cpu().eval(), module)
+        weights = folder / WEIGHTS
+        np.save(weights, flat)
+        settings = folder / "task.json"
+        settings.write_text(json.dumps({"kind": spec.kind, "config": dict(spec.config), "sha256": task.sha256,
+                                        "name": Path(spec.module).name}))  # fmt: skip
+        with mlflow.start_run(run_id=request.run_id):
+            info = retry_transient(
+                lambda: mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(SILO_DIR / "task_serving.py"),
+                    artifacts={"task": str(source), "module": str(module), "weights": str(weights),
+                               "settings": str(settings)},
+                    code_paths=[str(SILO_DIR)],
+                    pip_requirements=requirements,
+                ),
+                "logging the model",
+                request.tracking_uri,
+            )  # fmt: skip
+    version = register_version(request, info.model_uri)
+    logger.info("registered %s version %s as @%s", request.registered_model, version, request.alias)
+    return PublishedModel(
+        request.registered_model, version, request.alias, f"models:/{request.registered_model}/{version}"
+    )

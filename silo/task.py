@@ -63,9 +63,9 @@ class Task:
     kind: Kind | None
     dataset: Callable[..., Any]
     model: Callable[..., Any]
-    loss: Callable[..., Any] | None
-    metrics: Callable[..., Any] | None
-    finalize: Callable[..., Any] | None
+    loss: Callable[..., Any]
+    metrics: Callable[..., Any]
+    finalize: Callable[..., Any]
     predict: Callable[..., Any] | None
     module: ModuleType
 
@@ -93,7 +93,8 @@ def task_file(module: str, base_dir: Path | None = None) -> Path:
     return Path(spec.origin)
 
 
-def _import(module: str, base_dir: Path | None, silo: str) -> tuple[ModuleType, Path]:
+def _import(module: str, base_dir: Path | None, silo: str) -> tuple[ModuleType, Path, bytes]:
+    """The module, its file, and the file's bytes."""
     where = f"silo {silo!r}: " if silo else ""
     path = _module_path(module, base_dir)
     if path is None:
@@ -101,21 +102,31 @@ def _import(module: str, base_dir: Path | None, silo: str) -> tuple[ModuleType, 
             loaded = importlib.import_module(module)
         except Exception as err:
             raise TaskError(f"{where}[task] module {module!r} does not import: {_where(err)}") from err
-        return loaded, Path(loaded.__file__ or module)
+        origin = Path(loaded.__file__ or module)
+        return loaded, origin, origin.read_bytes() if origin.is_file() else b""
     path = path.resolve()
     if not path.is_file():
         raise TaskError(f"{where}[task] module {str(path)!r} does not exist on this node")
-    name = f"fedsilo_task_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    loaded = importlib.util.module_from_spec(spec)
+    source = path.read_bytes()
+    return exec_source(source, path, silo), path, source
+
+
+def exec_source(source: bytes, path: Path, silo: str = "") -> ModuleType:
+    """A task file's bytes as a module (named by their hash); ``path`` names it in errors and
+    tracebacks, so a silo runs exactly the bytes the driver read, wherever the file is."""
+    name = f"fedsilo_task_{hashlib.sha256(source).hexdigest()[:16]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    where = f"silo {silo!r}: " if silo else ""
+    loaded = ModuleType(name)
+    loaded.__file__ = str(path)
     sys.modules[name] = loaded  # dataclasses and pickling look modules up by name
     try:
-        spec.loader.exec_module(loaded)
+        exec(compile(source, str(path), "exec"), loaded.__dict__)
     except Exception as err:
         sys.modules.pop(name, None)
         raise TaskError(f"{where}task file {path.name} does not import: {_where(err, path)}") from err
-    return loaded, path
+    return loaded
 
 
 def _where(err: BaseException, path: Path | None = None) -> str:
@@ -130,11 +141,50 @@ def _where(err: BaseException, path: Path | None = None) -> str:
     return f"{text} (line {line})" if line is not None else text
 
 
+@dataclass(frozen=True)
+class TaskSpec:
+    """``[task]`` as a silo is constructed with it: the task file's bytes travel with it, so every
+    silo runs what the driver read (an importable module is imported by name on the silo)."""
+
+    module: str  # the file's path as the pipeline resolved it, or "pkg.module"
+    source: bytes | None  # the file's bytes; None for an importable module
+    kind: str | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    buffers: Literal["federated", "local"] = "federated"
+
+    @classmethod
+    def read(
+        cls,
+        module: str,
+        base_dir: Path | None,
+        kind: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        buffers: Literal["federated", "local"] = "federated",
+    ) -> TaskSpec:
+        path = _module_path(module, base_dir)
+        if path is None:
+            return cls(module, None, kind, dict(config or {}), buffers)
+        path = path.resolve()
+        if not path.is_file():
+            raise TaskError(f"[task] module {str(path)!r} does not exist")
+        return cls(str(path), path.read_bytes(), kind, dict(config or {}), buffers)
+
+    def load(self, silo: str = "") -> Task:
+        if self.source is None:
+            return load_task(self.module, None, self.kind, silo)
+        return _checked(exec_source(self.source, Path(self.module), silo), Path(self.module), self.source,
+                        self.kind, silo)  # fmt: skip
+
+
 def load_task(module: str, base_dir: Path | None = None, kind: str | None = None, silo: str = "") -> Task:
     """Import a task module and check its hooks; ``silo`` names the silo in every error."""
+    loaded, path, source = _import(module, base_dir, silo)
+    return _checked(loaded, path, source, kind, silo)
+
+
+def _checked(loaded: ModuleType, path: Path, source: bytes, kind: str | None, silo: str) -> Task:
     from silo import task_kinds
 
-    loaded, path = _import(module, base_dir, silo)
     where = f"silo {silo!r}: " if silo else ""
     missing = [name for name in REQUIRED if not callable(getattr(loaded, name, None))]
     if missing:
@@ -149,11 +199,16 @@ def load_task(module: str, base_dir: Path | None = None, kind: str | None = None
     for name in ("loss", "metrics", "finalize"):
         if hooks[name] is None:
             hooks[name] = defaults.get(name)
+    if hooks["loss"] is None:
+        raise TaskError(f"{where}task {path.name} defines no loss() and no [task] kind to take one from")
     if hooks["metrics"] is not None and hooks["finalize"] is None:
         raise TaskError(f"{where}task {path.name} defines metrics() but no finalize() (and no [task] kind)")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+    if hooks["metrics"] is None:  # the loss alone, as sums
+        hooks["metrics"], hooks["finalize"] = task_kinds.loss_metrics(hooks["loss"]), task_kinds.loss_finalize
     return Task(
-        source=str(path), sha256=digest, kind=kind,  # type: ignore[arg-type]
-        dataset=loaded.dataset, model=loaded.model, loss=hooks["loss"], metrics=hooks["metrics"],
-        finalize=hooks["finalize"], predict=hooks["predict"], module=loaded,
+        source=str(path), sha256=hashlib.sha256(source).hexdigest() if source else "",
+        kind=kind,  # type: ignore[arg-type]
+        dataset=loaded.dataset, model=loaded.model, loss=hooks["loss"],  # type: ignore[arg-type]
+        metrics=hooks["metrics"], finalize=hooks["finalize"],  # type: ignore[arg-type]
+        predict=hooks["predict"], module=loaded,
     )  # fmt: skip

@@ -158,6 +158,22 @@ def defaults(kind: str | None) -> dict[str, Callable[..., Any]]:
     return dict(KIND_HOOKS.get(kind or "", {}))
 
 
+def loss_metrics(loss: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
+    """metrics() for a task that has only a loss: its sum and the row count."""
+
+    @torch.no_grad()
+    def metrics(outputs: Any, target: torch.Tensor) -> dict[str, Any]:
+        value = loss(outputs, target)
+        total = float(value.sum()) if value.dim() else float(value) * len(target)
+        return {"loss_sum": total, "count": int(len(target))}
+
+    return metrics
+
+
+def loss_finalize(sums: Sums) -> dict[str, float]:
+    return {"loss": _ratio(sums["loss_sum"], sums["count"])}
+
+
 def why_undefined(figure: str, sums: Sums) -> str:
     """Why ``figure`` came out NaN over ``sums``' rows, in words for a table or a tag."""
     if sums.get("count", 1) == 0:

@@ -209,7 +209,7 @@ def _empty(data: Dataset[Any], device: torch.device) -> tuple[torch.Tensor, torc
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, val_set: TensorDataset, binary: bool, device: torch.device, silo: str
+    model: nn.Module, val_set: Dataset[Any], binary: bool, device: torch.device, silo: str
 ) -> Evaluation:
     """The built-in tables' scoring: the kind's metrics over the whole validation split."""
     logits, ys = outputs_of(model, val_set, device)
