@@ -45,7 +45,10 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 
 
 def _logit(outputs: torch.Tensor) -> torch.Tensor:
-    return _rows(outputs)[:, 0]
+    rows = _rows(outputs)
+    if rows.shape[1] != 1:
+        raise ValueError(f"kind 'binary' takes one logit (and one 0/1 target) per row, got {rows.shape[1]}")
+    return rows[:, 0]
 
 
 def binary_loss(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
