@@ -27,8 +27,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.actor import failure_reason
-from pipelines import federation
-from pipelines.gate import GateResult, compare, table_rows, to_tags
+from pipelines import build, federation
+from pipelines.gate import GateResult, compare, figure_names, table_rows, to_tags
 from pipelines.registry import Registry, RegistryError
 from pipelines.spec import LoadedPipeline
 from pipelines.tracking import resolve_tracking_uri
@@ -78,6 +78,10 @@ def _delta_text(row: dict[str, Any], digits: int) -> str:
     return "undefined" if row.get("undefined") else str(row["error"] or "-")
 
 
+def _label(name: str) -> str:
+    return {"accuracy": "acc", "auc": "AUC"}.get(name, name.replace("_", " "))
+
+
 def gate_table(result: GateResult) -> Table:
     decision = result.decision()
     verdict = "[green]passes" if decision.passed else "[red]fails"
@@ -86,8 +90,9 @@ def gate_table(result: GateResult) -> Table:
         f"{result.champion_version} (champion), gate on {result.metric}, margin {result.margin:g}: {verdict}",
         title_justify="left",
     )
-    for column in ("silo", "rows", "acc chall.", "acc champ.", "AUC chall.", "AUC champ.", "loss chall.",
-                   "loss champ.", f"Δ {result.metric}"):  # fmt: skip
+    names = figure_names(result)
+    columns = ["silo", "rows"] + [f"{_label(n)} {side}" for n in names for side in ("chall.", "champ.")]
+    for column in [*columns, f"Δ {result.metric}"]:
         table.add_column(column, justify="left" if column == "silo" else "right")
     rows = table_rows(result)
     for i, row in enumerate(rows):
@@ -98,8 +103,7 @@ def gate_table(result: GateResult) -> Table:
         d = row["delta"]
         worse = not isinstance(d, float) or d < -result.margin
         mark = "[yellow]" if row.get("undefined") else "[red]" if worse else ""
-        cells = [_fmt(ch["accuracy"]), _fmt(cp["accuracy"]), _fmt(ch["auc"]), _fmt(cp["auc"]),
-                 _fmt(ch["loss"], 4), _fmt(cp["loss"], 4)]  # fmt: skip
+        cells = [_fmt(side[n], 4 if n == "loss" else 3) for n in names for side in (ch, cp)]
         table.add_row(str(row["silo"]), str(row["rows"]), *cells, mark + escape(_delta_text(row, 4)))
     why = [] if decision.passed else ["why: " + "; ".join(decision.reasons)]
     table.caption = "\n".join(why + list(decision.notes)) or None
@@ -107,21 +111,21 @@ def gate_table(result: GateResult) -> Table:
 
 
 def gate_markdown(result: GateResult) -> str:
+    names = figure_names(result)
+    header = " | ".join(f"{_label(n)} ({side})" for n in names for side in ("chall.", "champ."))
     lines = [
         f"# Gate: {result.name} version {result.challenger_version} vs {result.champion_version}",
         "",
         f"metric {result.metric}, margin {result.margin:g}: "
         + ("passes" if result.decision().passed else "fails: " + "; ".join(result.decision().reasons)),
         "",
-        "| silo | rows | accuracy (chall.) | accuracy (champ.) | AUC (chall.) | AUC (champ.) "
-        f"| loss (chall.) | loss (champ.) | delta {result.metric} |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| silo | rows | {header} | delta {result.metric} |",
+        "|---|---|" + "---|" * (2 * len(names)) + "---|",
     ]
     for row in table_rows(result):
         ch, cp = row["challenger"], row["champion"]
         assert isinstance(ch, dict) and isinstance(cp, dict)
-        cells = [ch["accuracy"], cp["accuracy"], ch["auc"], cp["auc"], ch["loss"], cp["loss"]]
-        text = " | ".join(_fmt(c, 4) for c in cells)
+        text = " | ".join(_fmt(side[n], 4) for n in names for side in (ch, cp))
         lines.append(f"| {row['silo']} | {row['rows']} | {text} | {_delta_text(row, 4)} |")
     notes = result.decision().notes
     return "\n".join(lines + ([""] + [f"- {note}" for note in notes] if notes else [])) + "\n"
@@ -183,7 +187,14 @@ def evaluate_models(
     finally:
         if started:
             ray.shutdown()
-    result = compare(challenger.name, (challenger.version, champion.version), scores, metric, margin)
+    task = build.task_spec(loaded)
+    finalize = task.load().finalize if task is not None else None
+    result = compare(
+        challenger.name, (challenger.version, champion.version), scores, metric, margin, finalize
+    )
+    known = set(result.challenger.metrics)
+    if known and metric not in known:
+        raise RegistryError(f"--metric {metric}: the models' figures are {', '.join(sorted(known))}", 2)
     run_id = _log(loaded, tracking_uri, result, registry)
     console.print(gate_table(result))
     console.print(

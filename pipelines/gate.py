@@ -21,10 +21,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.metrics import GlobalEval, combine
+from orchestrator.metrics import Finalize, GlobalEval, combine
 from silo.messages import Evaluation
 
-METRICS = ("accuracy", "auc", "loss")
+METRICS = ("accuracy", "auc", "loss")  # the built-in tables' figures; a task's finalize names its own
+LOWER_IS_BETTER = frozenset({"loss", "mse", "mae", "rmse"})
 DEFAULT_METRIC = "accuracy"
 DEFAULT_MARGIN = 0.02
 TAG = "fedsilo.gate."
@@ -33,15 +34,15 @@ EPS = 1e-9  # float noise in differences of ratios is not "worse"
 
 def value(result: GlobalEval, metric: str) -> float | None:
     """The metric, or None where it could not be computed (never NaN: NaN compares as passing)."""
-    got = result.accuracy if metric == "accuracy" else result.auc if metric == "auc" else result.loss
+    got = result.metrics.get(metric)
     return got if got is not None and math.isfinite(got) else None
 
 
 def delta(metric: str, challenger: float | None, champion: float | None) -> float | None:
-    """Positive: the challenger is better."""
+    """Positive: the challenger is better (lower is better for losses and errors)."""
     if challenger is None or champion is None:
         return None
-    return champion - challenger if metric == "loss" else challenger - champion
+    return champion - challenger if metric in LOWER_IS_BETTER else challenger - champion
 
 
 @dataclass(frozen=True)
@@ -130,14 +131,16 @@ def compare(
     scores: Mapping[str, tuple[Evaluation, Evaluation] | str],
     metric: str,
     margin: float,
+    finalize: Finalize | None = None,
 ) -> GateResult:
-    """``scores``: silo -> (challenger's, champion's) evaluation, or the reason it has none."""
+    """``scores``: silo -> (challenger's, champion's) evaluation, or the reason it has none;
+    ``finalize``: a task's (None: the tables' figures)."""
     rows, ours, theirs = [], [], []
     for silo, got in scores.items():
         if isinstance(got, str):
             rows.append(SiloComparison(silo, 0, None, None, None, got))
             continue
-        mine, other = combine(0, [got[0]]), combine(0, [got[1]])
+        mine, other = combine(0, [got[0]], finalize), combine(0, [got[1]], finalize)
         ours.append(got[0])
         theirs.append(got[1])
         d = delta(metric, value(mine, metric), value(other, metric))
@@ -145,24 +148,31 @@ def compare(
         ours_why, theirs_why = (r.per_silo[got[0].silo].undefined.get(metric, "") for r in (mine, other))
         why = ours_why if ours_why and theirs_why else ""
         rows.append(SiloComparison(silo, got[0].examples, mine, other, d, undefined=why))
-    return GateResult(name, versions[0], versions[1], metric, margin, combine(0, ours), combine(0, theirs),
-                      tuple(rows))  # fmt: skip
+    ours_all, theirs_all = combine(0, ours, finalize), combine(0, theirs, finalize)
+    return GateResult(name, versions[0], versions[1], metric, margin, ours_all, theirs_all, tuple(rows))
 
 
-def _metrics(result: GlobalEval | None) -> dict[str, float | None]:
-    if result is None:
-        return {"accuracy": None, "auc": None, "loss": None}
-    figures = result.metrics  # NaN where the rows leave a figure undefined; no "auc" unless binary
-    return {"accuracy": figures["accuracy"], "auc": figures.get("auc"), "loss": figures["loss"]}
+def _metrics(result: GlobalEval | None, names: Sequence[str]) -> dict[str, float | None]:
+    """``names``' figures (NaN where the rows leave one undefined; None where it is not computed)."""
+    figures = result.metrics if result is not None else {}
+    return {name: figures.get(name) for name in names}
+
+
+def figure_names(result: GateResult) -> list[str]:
+    """The figures to show: the tables' usual three (where present), then the task's others."""
+    present = list(result.challenger.metrics) or list(METRICS)
+    first = [n for n in METRICS if n in present] or [n for n in METRICS if n == result.metric]
+    return first + [n for n in present if n not in first]
 
 
 def table_rows(result: GateResult) -> list[dict[str, object]]:
     """One row per silo plus the aggregate: both models' metrics and the gate's delta."""
+    names = figure_names(result)
 
     def row(silo: str, rows: int, ch: GlobalEval | None, champ: GlobalEval | None, d: float | None,
             error: str) -> dict[str, object]:  # fmt: skip
-        return {"silo": silo, "rows": rows, "challenger": _metrics(ch), "champion": _metrics(champ),
-                "delta": d, "error": error}  # fmt: skip
+        figures = {"challenger": _metrics(ch, names), "champion": _metrics(champ, names)}
+        return {"silo": silo, "rows": rows, **figures, "delta": d, "error": error}
 
     rows = [row(s.silo, s.examples, s.challenger, s.champion, s.delta, s.error) for s in result.silos]
     for table_row, s in zip(rows, result.silos, strict=True):

@@ -32,7 +32,11 @@ def add_commands(commands: Any) -> None:
     evaluate.add_argument("pipeline", help="the pipeline whose silos score the models")
     evaluate.add_argument("--model", required=True, help="the challenger, e.g. models:/NAME@challenger")
     evaluate.add_argument("--against", required=True, help="the champion, e.g. models:/NAME@champion")
-    evaluate.add_argument("--metric", choices=METRICS, default=DEFAULT_METRIC, help="the gate's metric")
+    evaluate.add_argument(
+        "--metric",
+        default=DEFAULT_METRIC,
+        help=f"the gate's metric: {', '.join(METRICS)} (tables), or a figure a task's finalize gives",
+    )  # fmt: skip
     evaluate.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                           help=f"how much worse a single silo may be (default {DEFAULT_MARGIN})")  # fmt: skip
     evaluate.add_argument("--json", action="store_true", help="print the gate as JSON")

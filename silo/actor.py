@@ -21,6 +21,7 @@ import os
 import time
 import uuid
 import zlib
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -183,12 +184,18 @@ class SiloWorker:
         opened = self._task
         self._model, self._exchange = opened.model, opened.exchange
         self._train_set, self._val_set, self._loss = opened.train, opened.val, opened.task.loss
+        if self.spec.initial_model is not None:  # a warm start: the registered version's exchanged vector
+            from silo.registered import fetch_task_weights
+
+            assert self.spec.tracking_uri is not None
+            uri = self.spec.initial_model
+            self._exchange.set(fetch_task_weights(self.spec.tracking_uri, uri, self._exchange.size))
+            self._warm_note = f"{uri}: as registered"
         self._initial = self._exchange.get()
-        if self.spec.initial_model is not None:
-            raise TaskError(f"silo {self.name!r}: a warm start ([model] from) is not supported for tasks yet")
         train, val = opened.rows
         return SiloReady(
             self.name, train, val, 0, 0, self._exchange.size, str(self.device), _node_name(), "", train + val,
+            self._warm_note,
         )  # fmt: skip
 
     # -- keys ---------------------------------------------------------------
@@ -478,8 +485,16 @@ class SiloWorker:
     def score_models(self, model_uris: tuple[str, ...], tracking_uri: str) -> dict[str, Evaluation]:
         """Score registered models on this silo's held-out rows (the training split's
         validation rows); only sums come back. `describe` must have loaded the data."""
-        from silo.registered import fetch, score, validation_rows
+        from silo.registered import fetch, fetch_task_module, score, validation_rows
 
+        if self.spec.task is not None:  # a task: each version's module on this silo's validation split
+            if self._task is None:
+                raise TaskError(f"silo {self.name!r}: describe() has not opened the task")
+            task = self._task
+            modules = {uri: fetch_task_module(tracking_uri, uri).to(self.device) for uri in model_uris}
+            return {
+                uri: score_task(replace(task, model=m), self.name, self.device) for uri, m in modules.items()
+            }
         if self._raw is None:
             raise DataError(f"silo {self.name!r}: describe() has not loaded valid data")
         features = resolve_features(self.spec.table, list(self._raw.columns))

@@ -46,8 +46,8 @@ class RegisteredModel:
     program: Any  # torch.export.ExportedProgram
 
 
-def fetch(tracking_uri: str, model_uri: str) -> RegisteredModel:
-    """Download ``models:/NAME/VERSION`` and read its weights, preprocessing and program."""
+def download(tracking_uri: str, model_uri: str, folder: str) -> Path:
+    """Download ``models:/NAME/VERSION`` into ``folder``; return its ``artifacts`` folder."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -57,17 +57,20 @@ def fetch(tracking_uri: str, model_uri: str) -> RegisteredModel:
     source = retry_transient(
         lambda: client.get_model_version_download_uri(name, version), f"locating {model_uri}", tracking_uri
     )
+    root = retry_transient(
+        lambda: mlflow.artifacts.download_artifacts(
+            artifact_uri=source, tracking_uri=tracking_uri, dst_path=folder
+        ),
+        f"downloading {model_uri}",
+        tracking_uri,
+    )
+    return Path(root) / "artifacts"
+
+
+def fetch(tracking_uri: str, model_uri: str) -> RegisteredModel:
+    """Download ``models:/NAME/VERSION`` and read its weights, preprocessing and program."""
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(
-            retry_transient(
-                lambda: mlflow.artifacts.download_artifacts(
-                    artifact_uri=source, tracking_uri=tracking_uri, dst_path=tmp
-                ),
-                f"downloading {model_uri}",
-                tracking_uri,
-            )
-        )
-        artifacts = root / "artifacts"
+        artifacts = download(tracking_uri, model_uri, tmp)
         pre_path, program_path = artifacts / "preprocessing.json", artifacts / "model.pt2"
         if not pre_path.is_file() or not program_path.is_file():
             raise RegisteredModelError(
@@ -179,3 +182,38 @@ def score(registered: RegisteredModel, rows: pd.DataFrame, silo: str) -> Evaluat
 def labels_of(pre: Preprocessor, target: pd.Series) -> list[str]:
     spec = DataSpec(target=pre.target, positive=pre.positive)
     return list(labels(spec, target))
+
+
+def fetch_task_weights(tracking_uri: str, model_uri: str, size: int) -> np.ndarray:
+    """A registered task model's exchanged vector, as a warm start's initial model; it must have
+    the ``size`` values this pipeline's model exchanges."""
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = download(tracking_uri, model_uri, tmp) / WEIGHTS
+        if not weights.is_file():
+            raise RegisteredModelError(f"{model_uri} has no {WEIGHTS}: not a fedsilo model")
+        flat = np.load(weights)
+    if flat.size != size:
+        raise RegisteredModelError(
+            f"{model_uri} has {flat.size} exchanged values, this pipeline's model {size}: did model() or "
+            "[task] buffers change?"
+        )
+    return flat
+
+
+def fetch_task_module(tracking_uri: str, model_uri: str) -> nn.Module:
+    """A registered task model's whole module (its task file is run first, so its classes resolve)."""
+    import json
+
+    from silo.task import exec_source
+
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = download(tracking_uri, model_uri, tmp)
+        task, module = artifacts / "task.py", artifacts / "module.pt"
+        if not task.is_file() or not module.is_file():
+            raise RegisteredModelError(f"{model_uri} is not a fedsilo task model (no task.py/module.pt)")
+        settings = (
+            json.loads((artifacts / "task.json").read_text()) if (artifacts / "task.json").is_file() else {}
+        )
+        exec_source(task.read_bytes(), Path(settings.get("name", "task.py")))
+        loaded: nn.Module = torch.load(module, weights_only=False, map_location="cpu")
+    return loaded

@@ -1,5 +1,6 @@
 """A regression task (docs/examples/diabetes): scikit-learn's diabetes data across three clinics,
-kind = "regression", under packed HE on the session's Ray; R² per clinic and overall."""
+kind = "regression", under packed HE on the session's Ray; R² per clinic and overall; a warm start
+from the registered version and the gate on R² between the two."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipelines.registry import RegistryError
 from tests.conftest import kept_in, run_in_process
 
 pytestmark = pytest.mark.slow
@@ -47,3 +49,36 @@ def test_diabetes_progression_across_three_clinics(ray_local: None, tmp_path: Pa
     rows = pd.read_csv(tmp_path / "south.csv").head(5)
     predicted = model.predict(rows.drop(columns=["progression"]))
     assert list(predicted.columns) == ["progression"] and predicted["progression"].between(0, 400).all()
+
+    # The next run warm-starts from version 1: round 0's figures are version 1's final ones
+    text = pipeline.read_text().replace(
+        "[training]", '[model]\nfrom = "models:/diabetes-progression/1"\n\n[training]'
+    )
+    warm = tmp_path / "warm.toml"
+    warm.write_text(text)
+    second, _ = run_in_process(warm, rounds=2)
+    start = {m.step: m.value for m in client.get_metric_history(second["run_id"], "global/r2")}
+    assert abs(start[0] - final["metrics"]["r2"]) < 1e-4
+    tags = client.get_model_version("diabetes-progression", "2").tags
+    assert tags["fedsilo.warm_start"] == "models:/diabetes-progression/1"
+    # The gate on a task's own figure: every clinic scores both versions on its validation rows
+    import io
+
+    from rich.console import Console
+
+    from pipelines.evaluate import evaluate_models
+    from pipelines.spec import load_pipeline
+
+    v1, v2, quiet = (
+        "models:/diabetes-progression/1",
+        "models:/diabetes-progression/2",
+        Console(file=io.StringIO()),
+    )
+    gate = evaluate_models(load_pipeline(warm), v2, v1, "r2", 0.05, quiet)
+    assert [s.silo for s in gate.silos] == list(CLINICS) and all(s.delta is not None for s in gate.silos)
+    assert (
+        gate.aggregate_delta is not None
+        and abs(gate.challenger.metrics["r2"] - second["final"]["metrics"]["r2"]) < 1e-6
+    )
+    with pytest.raises(RegistryError, match=r"--metric accuracy: the models' figures are loss, mae, mse, r2"):
+        evaluate_models(load_pipeline(warm), v2, v1, "accuracy", 0.05, quiet)
