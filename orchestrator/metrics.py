@@ -26,11 +26,10 @@ NAN = float("nan")
 Finalize = Callable[[Mapping[str, Any]], Mapping[str, float]]
 
 
-@dataclass(frozen=True)
-class SiloScore:
-    examples: int
-    metrics: dict[str, float]  # {figure: value}, NaN where undefined
-    undefined: dict[str, str] = field(default_factory=dict)  # figure -> why it is undefined
+class _Figures:
+    """The built-in tables' figures by name, from a ``metrics`` dict (NaN where it has none)."""
+
+    metrics: dict[str, float]
 
     @property
     def loss(self) -> float:
@@ -39,6 +38,13 @@ class SiloScore:
     @property
     def accuracy(self) -> float:
         return self.metrics.get("accuracy", NAN)
+
+
+@dataclass(frozen=True)
+class SiloScore(_Figures):
+    examples: int
+    metrics: dict[str, float]  # {figure: value}, NaN where undefined
+    undefined: dict[str, str] = field(default_factory=dict)  # figure -> why it is undefined
 
     @property
     def auc(self) -> float | None:
@@ -47,19 +53,11 @@ class SiloScore:
 
 
 @dataclass(frozen=True)
-class GlobalEval:
+class GlobalEval(_Figures):
     after_round: int  # the global model produced by this round (0: the initial model)
     examples: int
     metrics: dict[str, float]  # finalize over every silo's sums together; NaN where undefined
     per_silo: dict[str, SiloScore]
-
-    @property
-    def loss(self) -> float:
-        return self.metrics.get("loss", NAN)
-
-    @property
-    def accuracy(self) -> float:
-        return self.metrics.get("accuracy", NAN)
 
     @property
     def auc(self) -> float | None:

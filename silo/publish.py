@@ -14,6 +14,7 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,12 +55,7 @@ def publish_model(model: nn.Module, pre: Preprocessor, request: PublishRequest) 
     # preprocessor inside the model coerces them, MLflow's int->double check would refuse.
     inputs = Schema([ColSpec(AnyType(), name) for name in pre.inputs])
     signature = ModelSignature(inputs=inputs, outputs=infer_signature(example, output).outputs)
-    requirements = [
-        f"torch=={torch.__version__.split('+')[0]}",
-        "pandas",
-        "numpy",
-        f"mlflow=={mlflow.__version__}",
-    ]
+    requirements = _requirements()
     with tempfile.TemporaryDirectory() as tmp:
         program = Path(tmp) / "model.pt2"
         export_program(model, len(pre.output_names), program)
@@ -67,21 +63,33 @@ def publish_model(model: nn.Module, pre: Preprocessor, request: PublishRequest) 
         preprocessing.write_text(pre.to_json())
         weights = Path(tmp) / WEIGHTS  # for warm starts: `set_flat` on a freshly built model
         np.save(weights, get_flat(model))
-        with mlflow.start_run(run_id=request.run_id):
-            info = retry_transient(
-                lambda: mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=str(SILO_DIR / "serving.py"),
-                    artifacts={"program": str(program), "preprocessing": str(preprocessing),
-                               "weights": str(weights)},
-                    code_paths=[str(SILO_DIR)],
-                    signature=signature,
-                    input_example=example,
-                    pip_requirements=requirements,
-                ),
-                "logging the model",
-                request.tracking_uri,
-            )  # fmt: skip
+        artifacts = {"program": str(program), "preprocessing": str(preprocessing), "weights": str(weights)}
+        return log_and_register(request, "serving.py", artifacts, requirements, signature=signature,
+                                input_example=example)  # fmt: skip
+
+
+def _requirements() -> list[str]:
+    import mlflow
+
+    return [f"torch=={torch.__version__.split('+')[0]}", "pandas", "numpy", f"mlflow=={mlflow.__version__}"]
+
+
+def log_and_register(
+    request: PublishRequest, serving: str, artifacts: dict[str, str], requirements: list[str], **extra: Any
+) -> PublishedModel:
+    """Log a "models from code" pyfunc (``serving``, a file of this package, which ships with it) into
+    the run, then register it with the alias."""
+    import mlflow
+
+    with mlflow.start_run(run_id=request.run_id):
+        info = retry_transient(
+            lambda: mlflow.pyfunc.log_model(
+                name="model", python_model=str(SILO_DIR / serving), artifacts=artifacts,
+                code_paths=[str(SILO_DIR)], pip_requirements=requirements, **extra,
+            ),
+            "logging the model",
+            request.tracking_uri,
+        )  # fmt: skip
     version = register_version(request, info.model_uri)
     logger.info("registered %s version %s as @%s", request.registered_model, version, request.alias)
     return PublishedModel(
@@ -138,13 +146,8 @@ def publish_task_model(
     import mlflow
 
     mlflow.set_tracking_uri(request.tracking_uri)
-    requirements = [
-        f"torch=={torch.__version__.split('+')[0]}",
-        "pandas",
-        "numpy",
-        f"mlflow=={mlflow.__version__}",
-    ]
-    requirements += [name for name in ("peft", "transformers") if name in sys.modules]
+    # what the task file may import that serving must install too
+    requirements = _requirements() + [name for name in ("peft", "transformers") if name in sys.modules]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         source = folder / TASK_FILE
@@ -156,21 +159,10 @@ def publish_task_model(
         settings = folder / "task.json"
         settings.write_text(json.dumps({"kind": spec.kind, "config": dict(spec.config), "sha256": task.sha256,
                                         "name": Path(spec.module).name}))  # fmt: skip
-        with mlflow.start_run(run_id=request.run_id):
-            info = retry_transient(
-                lambda: mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=str(SILO_DIR / "task_serving.py"),
-                    artifacts={"task": str(source), "module": str(module), "weights": str(weights),
-                               "settings": str(settings)},
-                    code_paths=[str(SILO_DIR)],
-                    pip_requirements=requirements,
-                ),
-                "logging the model",
-                request.tracking_uri,
-            )  # fmt: skip
-    version = register_version(request, info.model_uri)
-    logger.info("registered %s version %s as @%s", request.registered_model, version, request.alias)
-    return PublishedModel(
-        request.registered_model, version, request.alias, f"models:/{request.registered_model}/{version}"
-    )
+        artifacts = {
+            "task": str(source),
+            "module": str(module),
+            "weights": str(weights),
+            "settings": str(settings),
+        }
+        return log_and_register(request, "task_serving.py", artifacts, requirements)
