@@ -26,7 +26,8 @@ that concrete with `peft <https://github.com/huggingface/peft>`_ LoRA, all offli
 ``[task.config]`` keys: ``base`` (path of the base state dict; absent: the seeded random init is
 the base), ``rank`` (4), ``alpha`` (2 * rank), ``dropout`` (0.0: LoRA dropout, an ``nn.Identity``
 at 0), ``init_seed`` (0: seeds the architecture and the LoRA init), ``train_size`` (256),
-``val_size`` (64), ``positive_fraction`` (0.5).
+``val_size`` (64), ``positive_fraction`` (0.5), ``full`` (false: true federates the whole model
+without adapters, the baseline of benchmarks/imaging.py).
 
     .venv/bin/python -c "import sys; sys.path.insert(0, 'tests/silo/tasks'); import lora_task as t; \
 t.write_base('/tmp/base.pt'); m = t.model({'base': '/tmp/base.pt'}); m.print_trainable_parameters()"
@@ -141,6 +142,8 @@ def model(config: Mapping[str, Any]) -> nn.Module:
         if config.get("base"):
             state = torch.load(Path(config["base"]), map_location="cpu", weights_only=True)
             base.load_state_dict(state)
+        if config.get("full"):  # the baseline: federate the whole model, no adapters
+            return base
         base.requires_grad_(False)
         lora = LoraConfig(
             r=rank,
