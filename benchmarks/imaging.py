@@ -107,15 +107,15 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             results.append(row)
     table = Table(title=f"Task pipelines, {args.rounds} rounds, 3 silos (means exclude round 1)")
-    for column in ("config", "HE", "exchanged", "round s", "images/s per silo", "KB up/round", "KB down/round",
-                   "accuracy", "AUC"):  # fmt: skip
+    columns = ("config", "HE", "exchanged", "round s", "images/s per silo", "KB up/round", "KB down/round")
+    for column in (*columns, "accuracy", "AUC"):
         table.add_column(column, justify="right")
     for r in results:
         speed = ", ".join(f"{v:.0f}" for v in r["images_per_s"].values())
         table.add_row(
             r["config"], r["he"], str(r["n_parameters"]), f"{r['round_s']:.2f}", speed,
             f"{r['bytes_up'] / 1024:.1f}", f"{r['bytes_down'] / 1024:.1f}",
-            f"{r['metrics'].get('accuracy', float('nan')):.3f}", f"{r['metrics'].get('auc', float('nan')):.3f}",
+            *(f"{r['metrics'].get(name, float('nan')):.3f}" for name in ("accuracy", "auc")),
         )  # fmt: skip
     Console().print(table)
     if args.json:
