@@ -27,6 +27,7 @@ from rich.table import Table
 
 from pipelines.federation import Federation, start_ray
 from pipelines.spec import LoadedPipeline, bundled_example, parse_pipeline
+from silo.task import load_task
 
 LORA_TASK = Path(__file__).resolve().parents[1] / "tests" / "silo" / "tasks" / "lora_task.py"
 CONFIGS = ("breast-packed", "breast-off", "lora-adapters", "lora-whole")
@@ -39,9 +40,7 @@ def breast(he: str) -> LoadedPipeline:
 
 
 def lora(folder: Path, whole: bool) -> LoadedPipeline:
-    from tests.silo.tasks.lora_task import write_base
-
-    base = write_base(folder / "base.pt", seed=0)
+    base = load_task(str(LORA_TASK), kind="binary").module.write_base(folder / "base.pt", seed=0)
     silos = "".join(f'\n[[silos]]\nname = "{s}"\npath = "{folder}"\n' for s in ("north", "east", "west"))
     text = f"""name = "lora"
 rounds = 5
