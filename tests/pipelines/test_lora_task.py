@@ -26,7 +26,7 @@ TRAINABLE, TOTAL = 2081, 21826  # rank 4: LoRA A/B on q, k, v, out and the head'
 def _pipeline(folder: Path) -> Path:
     silos = "".join(f'\n[[silos]]\nname = "{s}"\npath = "."\n' for s in SILOS)
     text = f'''name = "lora"
-rounds = 3
+rounds = 2
 min_silos = 2
 
 [task]

@@ -56,7 +56,7 @@ def test_diabetes_progression_across_three_clinics(ray_local: None, tmp_path: Pa
     )
     warm = tmp_path / "warm.toml"
     warm.write_text(text)
-    second, _ = run_in_process(warm, rounds=2)
+    second, _ = run_in_process(warm, rounds=1)
     start = {m.step: m.value for m in client.get_metric_history(second["run_id"], "global/r2")}
     assert abs(start[0] - final["metrics"]["r2"]) < 1e-4
     tags = client.get_model_version("diabetes-progression", "2").tags

@@ -69,7 +69,8 @@ def test_a_task_without_dataset_or_model_is_refused(tmp_path: Path) -> None:
         load_task("half.py", tmp_path)
     with pytest.raises(TaskError, match=r"does not exist on this node"):
         load_task("nowhere.py", tmp_path)
-    _write(tmp_path, GOOD + "\ndef metrics(outputs, target):\n    return {}\n", "nofinal.py")
+    body = GOOD + "\ndef loss(outputs, target):\n    return (outputs - target).pow(2)[:, 0]\n"
+    _write(tmp_path, body + "\ndef metrics(outputs, target):\n    return {}\n", "nofinal.py")
     with pytest.raises(TaskError, match=r"defines metrics\(\) but no finalize\(\)"):
         load_task("nofinal.py", tmp_path)
     _write(tmp_path, GOOD)
