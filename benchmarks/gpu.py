@@ -64,7 +64,7 @@ def federate(loaded: LoadedPipeline, rounds: int, folder: Path) -> dict[str, Any
     federation = Federation(loaded, f"gpu-{time.time_ns()}", folder, resume=False)
     try:
         started = time.perf_counter()
-        report = federation.start_orchestrator(None)
+        report = federation.setup()
         setup_s = time.perf_counter() - started
         free_gpus = ray.available_resources().get("GPU", 0.0)
         train, whole, processes = [], [], []

@@ -63,7 +63,7 @@ def federate(loaded: LoadedPipeline, rounds: int, folder: Path) -> dict[str, Any
     federation = Federation(loaded, f"imaging-{time.time_ns()}", folder, resume=False)
     try:
         started = time.perf_counter()
-        report = federation.start_orchestrator(None)
+        report = federation.setup()
         setup_s = time.perf_counter() - started
         train_rows = {r.silo: r.train_rows for r in report.ready}
         epochs = loaded.spec.training.local_epochs

@@ -138,7 +138,9 @@ class Orchestrator:
         return results, failures
 
     def _setup_step(self, step: str, method: str, args: Callable[[str], tuple[Any, ...]]) -> dict[str, Any]:
+        started = time.perf_counter()
         results, failures = self._call_all(method, args, self._settings.setup_timeout_s)
+        logger.info("set-up step %r: %.2f s", step, time.perf_counter() - started)
         if failures:
             raise SetupFailed(step, failures)
         return results

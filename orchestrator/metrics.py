@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from silo.messages import Evaluation
-from silo.task_kinds import add_sums, auc_from_histograms, classification_finalize, why_undefined
+from silo.sums import add_sums, auc_from_histograms, classification_finalize, why_undefined
 
 __all__ = ["GlobalEval", "SiloScore", "add", "auc_from_histograms", "combine", "figures"]
 

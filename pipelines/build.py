@@ -121,6 +121,7 @@ def silo_specs(
                 initial_model=warm_start[0] if warm_start else None,
                 tracking_uri=warm_start[1] if warm_start else None,
                 task=task,
+                publishes=s.name == spec.publisher,
             )
         )
     return specs

@@ -41,7 +41,9 @@ SCORE_TIMEOUT_S = 300.0
 def _score_on_silos(loaded: LoadedPipeline, uris: tuple[str, str], tracking_uri: str) -> dict[str, Any]:
     """silo -> (challenger's, champion's) Evaluation, or why that silo has none."""
     with tempfile.TemporaryDirectory() as tmp:
-        actors = federation.Federation(loaded, f"evaluate-{uuid.uuid4().hex[:8]}", Path(tmp), resume=False)
+        actors = federation.Federation(
+            loaded, f"evaluate-{uuid.uuid4().hex[:8]}", Path(tmp), resume=False, orchestrate=False
+        )
         try:
             described = {name: h.describe.remote() for name, h in actors.silos.items()}
             out: dict[str, Any] = {}

@@ -83,6 +83,8 @@ class Federation:
         checkpoints: Path,
         resume: bool,
         warm_start: tuple[str, str] | None = None,  # see build.silo_specs
+        known_key: tuple[bytes, str] | None = None,  # the run's HE key (a resumed run)
+        orchestrate: bool = True,  # start the orchestrator now (its process boots beside the silos')
     ) -> None:
         spec = loaded.spec
         self._loaded = loaded
@@ -110,6 +112,8 @@ class Federation:
         }
         self.orchestrator: Any = None
         try:
+            if orchestrate:
+                self._spawn_orchestrator(known_key)
             self._wait_placed(spec.resources.placement_timeout_s)
         except BaseException:
             self.stop()  # pending actors would keep their names (silo:<name>) taken
@@ -133,7 +137,18 @@ class Federation:
         if failed:
             raise placement.PlacementError("\n  ".join(["silos could not start:", *failed]))
 
+    def setup(self) -> SetupReport:
+        """The orchestrator's set-up (data checks, keys, statistics); it is started if it is not."""
+        if self.orchestrator is None:
+            self._spawn_orchestrator(None)
+        return get(self.orchestrator.setup.remote())
+
     def start_orchestrator(self, known_key: tuple[bytes, str] | None) -> SetupReport:
+        """A new orchestrator (the last one died, or none was started), set up."""
+        self._spawn_orchestrator(known_key)
+        return self.setup()
+
+    def _spawn_orchestrator(self, known_key: tuple[bytes, str] | None) -> None:
         if self.orchestrator is not None:
             ray.kill(self.orchestrator)
         settings = build.orchestrator_settings(self._loaded, known_key)
@@ -151,7 +166,6 @@ class Federation:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        return get(self.orchestrator.setup.remote())
 
     def stop(self) -> None:
         for handle in [*self.silos.values(), *([self.orchestrator] if self.orchestrator is not None else [])]:

@@ -109,10 +109,10 @@ def run_federation(
         actors = federation.Federation(
             loaded, tracker.run_id, checkpoints, resume=resumed is not None,
             warm_start=(warm.uri, tracking_uri) if warm else None,
+            known_key=_known_key(resumed.orchestrator) if resumed else None,
         )  # fmt: skip
-        known = _known_key(resumed.orchestrator) if resumed else None
         with console.status("setting up: reading silo data, exchanging keys, federated statistics"):
-            setup: SetupReport = actors.start_orchestrator(known)
+            setup: SetupReport = actors.setup()
             if resumed:
                 federation.get(actors.orchestrator.restore.remote(resumed.orchestrator))
         summary.setup_seconds = time.perf_counter() - setup_start  # actor start-up included
@@ -178,34 +178,35 @@ def run_federation(
         tracker.log_eval(final)
         summary.add_eval(final)
         summary.finish(final)
+        # The publishing silo decrypts and registers while the driver draws the metrics figure.
+        publish_start = time.perf_counter()
+        privacy = privacy_tags(spec, setup.codec, summary.privacy)
+        if warm is not None and spec.privacy.dp != "off":
+            privacy.update(chained_privacy(privacy, warm.uri, warm.tags))
+        tracker.set_tags(privacy)
+        request = PublishRequest(
+            tracking_uri=tracking_uri,
+            run_id=tracker.run_id,
+            registered_model=spec.registered_model,
+            version_tags={
+                "fedsilo.run_id": tracker.run_id,
+                "fedsilo.silos": ",".join(summary.silos),
+                "fedsilo.he": spec.privacy.he,
+                "fedsilo.dp": spec.privacy.dp,
+                **privacy,
+                **lifecycle_version_tags(setup, warm),
+                **task_tags,
+            },
+        )
+        publishing = actors.orchestrator.publish.remote(spec.publisher, request)
         figure = metrics_figure(
             tracker.series("global/val_accuracy"),
             tracker.series("global/val_loss"),
             {name: tracker.series(f"silo/{name}/val_accuracy") for name in summary.silos},
         )
         tracker.log_figure(figure, "metrics.png")
-        tracker.flush()  # the publishing silo writes to the same run next
-        publish_start = time.perf_counter()
         with console.status(f"silo {spec.publisher} is publishing the model to the registry"):
-            privacy = privacy_tags(spec, setup.codec, summary.privacy)
-            if warm is not None and spec.privacy.dp != "off":
-                privacy.update(chained_privacy(privacy, warm.uri, warm.tags))
-            tracker.set_tags(privacy)
-            request = PublishRequest(
-                tracking_uri=tracking_uri,
-                run_id=tracker.run_id,
-                registered_model=spec.registered_model,
-                version_tags={
-                    "fedsilo.run_id": tracker.run_id,
-                    "fedsilo.silos": ",".join(summary.silos),
-                    "fedsilo.he": spec.privacy.he,
-                    "fedsilo.dp": spec.privacy.dp,
-                    **privacy,
-                    **lifecycle_version_tags(setup, warm),
-                    **task_tags,
-                },
-            )
-            published = federation.get(actors.orchestrator.publish.remote(spec.publisher, request))
+            published = federation.get(publishing)
         summary.publish_seconds = time.perf_counter() - publish_start
         summary.registered_model = {
             "name": published.name,

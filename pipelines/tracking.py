@@ -121,6 +121,9 @@ class RunTracker:
         self._logged_rounds: set[int] = set()
         self._logged_evals: set[int] = set()
         self._undefined: set[str] = set()  # fedsilo.undefined.* tags set so far
+        # Asynchronous metrics not yet flushed. MLflow's flush joins its logging thread, which
+        # waits up to 1 s on an empty queue: flush only when something is pending.
+        self._pending = False
         if run_id is not None:
             client = self._mlflow.MlflowClient()
             self._logged_rounds = {m.step for m in client.get_metric_history(run_id, "round/participants")}
@@ -202,6 +205,7 @@ class RunTracker:
         self._logged_rounds.add(record.round)
         # Asynchronous: rounds never wait for the tracking store; finish() flushes.
         self._mlflow.log_metrics(round_metrics(record), step=record.round, synchronous=False)
+        self._pending = True
         for failure in record.failures:
             self.events.append({"round": record.round, "silo": failure.silo, "event": failure.reason})
         for name in record.rejoined:
@@ -214,6 +218,7 @@ class RunTracker:
             return
         self._logged_evals.add(result.after_round)
         self._mlflow.log_metrics(eval_metrics(result), step=result.after_round, synchronous=False)
+        self._pending = True
         undefined = {k: v for k, v in undefined_tags(result).items() if k not in self._undefined}
         if undefined:  # once per figure: a silo's rows, not the round, make it undefined
             self._undefined.update(undefined)
@@ -229,7 +234,9 @@ class RunTracker:
         self._mlflow.log_dict(value, name)  # type: ignore[arg-type]
 
     def flush(self) -> None:
-        self._mlflow.flush_async_logging()
+        if self._pending:
+            self._mlflow.flush_async_logging()
+            self._pending = False
 
     def finish(self, ok: bool) -> None:
         self.flush()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 import zlib
@@ -193,6 +194,7 @@ class SiloWorker:
             self._warm_note = f"{uri}: as registered"
         self._initial = self._exchange.get()
         train, val = opened.rows
+        self._warm_publishing()
         return SiloReady(
             self.name, train, val, 0, 0, self._exchange.size, str(self.device), _node_name(), "", train + val,
             self._warm_note,
@@ -289,6 +291,20 @@ class SiloWorker:
         means = global_means(self._schema, self._sums)
         return self._stage(local_squares(self._train_frame, self._schema, means), 1.0, exact=True)
 
+    def _warm_publishing(self) -> None:
+        """The publishing silo imports MLflow's model flavours on a thread while rounds run."""
+        if not self.spec.publishes:
+            return
+
+        def imports() -> None:
+            try:
+                import mlflow.pyfunc  # noqa: F401
+                from mlflow.models import infer_signature  # noqa: F401
+            except Exception as err:  # publish() imports them again and reports the error there
+                logger.debug("warming MLflow up failed: %s", err)
+
+        threading.Thread(target=imports, name="fedsilo-warm-mlflow", daemon=True).start()
+
     def finish_preprocessing(self, squares: Payload) -> SiloReady:
         assert self._schema is not None and self._sums is not None
         assert self._train_frame is not None and self._val_frame is not None
@@ -312,6 +328,7 @@ class SiloWorker:
             self._warm_start(spec.initial_model, exchange)
         self._model.to(self.device)
         self._exchange = exchange
+        self._warm_publishing()
         return SiloReady(
             self.name,
             len(self._train_set),

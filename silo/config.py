@@ -61,6 +61,9 @@ class SiloSpec:
     tracking_uri: str | None = None
     # The user's own PyTorch workload ([task]); None: the built-in tables ([data]).
     task: TaskSpec | None = None
+    # The silo that publishes the final model imports MLflow on a thread once set up, so that
+    # publishing does not start with a second of imports after the last round.
+    publishes: bool = False
 
     @property
     def table(self) -> DataSpec:

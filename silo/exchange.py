@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported where tensors are touched: the driver and orchestrator never do
+    import torch
+    from torch import nn
 
 BufferPolicy = Literal["federated", "local"]
 
@@ -93,11 +95,15 @@ class Exchange:
         """The exchanged tensors as one float64 vector (on the CPU)."""
         if not self._tensors:
             return np.zeros(0)
+        import torch
+
         return torch.cat([t.detach().reshape(-1).double().cpu() for _, t in self._tensors]).numpy()
 
     def set(self, flat: np.ndarray) -> None:
         if flat.size != self.size:
             raise ValueError(f"weight vector has {flat.size} values, the model exchanges {self.size}")
+        import torch
+
         offset = 0
         with torch.no_grad():
             for _, t in self._tensors:
@@ -107,6 +113,8 @@ class Exchange:
 
     def trainable(self) -> list[nn.Parameter]:
         """The parameters the optimizer steps (the exchanged ones that take gradients)."""
+        from torch import nn
+
         return [t for _, t in self._tensors if isinstance(t, nn.Parameter) and t.requires_grad]
 
 

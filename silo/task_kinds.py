@@ -11,30 +11,32 @@ print(d['finalize'](d['metrics'](torch.tensor([[1.], [2.]]), torch.tensor([[1.],
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-AUC_BINS = 100
-NAN = float("nan")
-Sums = Mapping[str, Any]
+from silo.sums import (
+    AUC_BINS,
+    add_sums,
+    auc_from_histograms,
+    classification_finalize,
+    loss_finalize,
+    regression_finalize,
+    why_undefined,
+)
 
-
-def auc_from_histograms(positive: np.ndarray, negative: np.ndarray) -> float | None:
-    """ROC AUC from binned scores: P(s+ > s-) + P(same bin) / 2; None with one class only."""
-    n_pos, n_neg = positive.sum(), negative.sum()
-    if n_pos == 0 or n_neg == 0:
-        return None
-    below = np.concatenate([[0], np.cumsum(negative)[:-1]])
-    return float((positive * below).sum() + 0.5 * (positive * negative).sum()) / float(n_pos * n_neg)
-
-
-def _ratio(numerator: float, denominator: float) -> float:
-    return float(numerator) / float(denominator) if denominator else NAN
-
+__all__ = [
+    "add_sums",
+    "auc_from_histograms",
+    "check_sums",
+    "defaults",
+    "loss_finalize",
+    "loss_metrics",
+    "why_undefined",
+]
 
 # -- binary: one logit per row, target 0/1 ---------------------------------------------------
 
@@ -69,24 +71,6 @@ def binary_metrics(outputs: torch.Tensor, target: torch.Tensor) -> dict[str, Any
         "positive_hist": np.bincount(bins[y == 1], minlength=AUC_BINS),
         "negative_hist": np.bincount(bins[y == 0], minlength=AUC_BINS),
     }
-
-
-def classification_finalize(sums: Sums) -> dict[str, float]:
-    """Loss and accuracy; ROC AUC where score histograms were summed (binary); balanced accuracy
-    where per-class counts were (multiclass). The built-in tables' figures too."""
-    figures = {
-        "loss": _ratio(sums["loss_sum"], sums["count"]),
-        "accuracy": _ratio(sums["correct"], sums["count"]),
-    }
-    if "positive_hist" in sums and "negative_hist" in sums:
-        auc = auc_from_histograms(np.asarray(sums["positive_hist"]), np.asarray(sums["negative_hist"]))
-        figures["auc"] = NAN if auc is None else auc
-    if "class_count" in sums and "class_correct" in sums:
-        counts = np.asarray(sums["class_count"], dtype=np.float64)
-        seen = counts > 0
-        recall = np.asarray(sums["class_correct"], dtype=np.float64)[seen] / counts[seen]
-        figures["balanced_accuracy"] = float(recall.mean()) if recall.size else NAN
-    return figures
 
 
 # -- multiclass: one logit per class, target the class index ---------------------------------
@@ -131,20 +115,6 @@ def regression_metrics(outputs: torch.Tensor, target: torch.Tensor) -> dict[str,
     }
 
 
-def regression_finalize(sums: Sums) -> dict[str, float]:
-    n = float(sums["count"])
-    total = float(sums["sum_y2"]) - float(sums["sum_y"]) ** 2 / n if n else 0.0
-    # a constant target (total ~ 0 up to rounding) leaves R² undefined
-    constant = total <= 1e-12 * max(float(sums["sum_y2"]), 1.0)
-    mse = _ratio(sums["sse"], n)
-    return {
-        "loss": mse,
-        "mse": mse,
-        "mae": _ratio(sums["sae"], n),
-        "r2": NAN if constant else 1.0 - float(sums["sse"]) / total,
-    }
-
-
 KIND_HOOKS: dict[str, dict[str, Callable[..., Any]]] = {
     "binary": {"loss": binary_loss, "metrics": binary_metrics, "finalize": classification_finalize},
     "multiclass": {
@@ -171,43 +141,6 @@ def loss_metrics(loss: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
         return {"loss_sum": total, "count": int(len(target))}
 
     return metrics
-
-
-def loss_finalize(sums: Sums) -> dict[str, float]:
-    return {"loss": _ratio(sums["loss_sum"], sums["count"])}
-
-
-def why_undefined(figure: str, sums: Sums) -> str:
-    """Why ``figure`` came out NaN over ``sums``' rows, in words for a table or a tag."""
-    if sums.get("count", 1) == 0:
-        return "no validation rows"
-    if figure == "auc":
-        return "a single class in its validation rows"
-    if figure == "r2":
-        return "a constant target in its validation rows"
-    if figure == "balanced_accuracy":
-        return "no class in its validation rows"
-    return "undefined over its validation rows"
-
-
-def add_sums(items: Sequence[tuple[str, Sums]]) -> dict[str, Any]:
-    """Named sums added key by key (numbers, or arrays of one shape); a silo whose keys or shapes
-    differ from the first's is named."""
-    if not items:
-        return {}
-    first, reference = items[0]
-    total: dict[str, Any] = {k: np.array(v, copy=True) if np.ndim(v) else v for k, v in reference.items()}
-    for silo, sums in items[1:]:
-        if set(sums) != set(reference):
-            raise ValueError(
-                f"silo {silo!r}: metrics {sorted(sums)} differ from silo {first!r}'s {sorted(reference)}"
-            )
-        for key, value in sums.items():
-            if np.shape(value) != np.shape(total[key]):
-                shapes = f"{np.shape(value)}, silo {first!r}'s {np.shape(total[key])}"
-                raise ValueError(f"silo {silo!r}: metric {key!r} has shape {shapes}")
-            total[key] = total[key] + value
-    return total
 
 
 def check_sums(value: Any, silo: str) -> dict[str, Any]:
