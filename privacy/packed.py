@@ -32,6 +32,7 @@ import numpy as np
 import tenseal.sealapi as seal
 
 from privacy.codec import Accumulator, CodecError, Payload, RunningSum, add_pair, check_payload, scale_one
+from privacy.compact import Compact, SealTemplate, WordLayout
 from privacy.params import PackedParams
 
 # float64 holds integers exactly up to 2^53: the exact (statistics) layout stays below.
@@ -113,6 +114,9 @@ class PackedCodec:
         self._decryptor = seal.Decryptor(self._context, secret) if secret is not None else None
         self._dither_key = dither_key
         self._slots = params.poly_modulus_degree
+        moduli = self._context.first_context_data().parms().coeff_modulus()
+        self.words = WordLayout(params.poly_modulus_degree, tuple(m.value() for m in moduli))
+        self._template: SealTemplate | None = None  # from this silo's first encryption
 
     @property
     def can_decrypt(self) -> bool:
@@ -161,29 +165,64 @@ class PackedCodec:
         plain = seal.Plaintext()
         for row in slots:
             self._encoder.encode(row.tolist(), plain)
-            chunks.append(self._files.dump(self._encryptor.encrypt_symmetric(plain)))  # seeded: half size
+            chunks.append(self._compact(self._files.dump(self._encryptor.encrypt_symmetric(plain))))
         return Payload(
             self.name, tuple(chunks), int(x.size), bound=float(bound), layout=(bits, lanes, lane_bits),
             terms=(tag,), key_id=self.key_id,
         )  # fmt: skip
 
-    def _load(self, payload: Payload) -> list[seal.Ciphertext]:
+    def _compact(self, blob: bytes) -> bytes:
+        """SEAL's seeded ciphertext (zstd) -> the compact wire form: c0 bit-packed, and the seed."""
+        template, words, seed = SealTemplate.parse(blob, self.words)
+        self._template = self._template or template
+        return Compact((seed,), words).to_bytes(self.words)
+
+    def _load(self, payload: Payload) -> list[Compact]:
         check_payload(self.name, payload, key_id=self.key_id)
         try:
-            return [self._files.load(seal.Ciphertext(), self._context, c) for c in payload.chunks]
-        except Exception as err:  # SEAL raises bare RuntimeError/ValueError on bad bytes
+            return [Compact.from_bytes(c, self.words) for c in payload.chunks]
+        except CodecError as err:
             raise CodecError(f"unreadable BFV ciphertext: {err}") from err
 
+    def _ciphertexts(self, payload: Payload) -> list[seal.Ciphertext]:
+        """SEAL ciphertexts of a (summed) payload: c0 as sent, each c1 regenerated from its seed by
+        SEAL's loader and added (a silo's work: it needs a template from its own encryption)."""
+        items = self._load(payload)
+        if self._template is None and self._encryptor is not None:
+            self._compact(self._files.dump(self._encryptor.encrypt_symmetric(seal.Plaintext("0"))))
+        assert self._template is not None
+        zeros = np.zeros_like
+        out = []
+        try:
+            for item in items:
+                ct = self._files.load(
+                    seal.Ciphertext(), self._context, self._template.blob(item.words, item.seeds[0])
+                )
+                for seed in item.seeds[1:]:
+                    other = self._files.load(
+                        seal.Ciphertext(), self._context, self._template.blob(zeros(item.words), seed)
+                    )
+                    self._evaluator.add_inplace(ct, other)
+                out.append(ct)
+        except Exception as err:  # SEAL raises bare RuntimeError/ValueError on bad bytes
+            raise CodecError(f"unreadable BFV ciphertext: {err}") from err
+        return out
+
     def accumulator(self) -> Accumulator:
-        """Ciphertexts stay loaded between adds; serialized once. Scaling is recorded, not
-        computed (BFV holds integers): silos apply it after decryption."""
+        """c0 words summed with numpy as they arrive (no SEAL object, no key); seeds collected.
+        Scaling is recorded, not computed (BFV holds integers): silos apply it after decryption."""
 
-        def dump(ciphertexts: list[seal.Ciphertext], factor: float) -> tuple[tuple[bytes, ...], float]:
-            return tuple(self._files.dump(c) for c in ciphertexts), factor
+        def add_into(total: _Running, part: Compact) -> None:
+            total.words += part.words
+            total.seeds.extend(part.seeds)
 
-        return RunningSum(
-            self.name, self.key_id, self._load, self._evaluator.add_inplace, dump, limit=self.params.max_silos
-        )
+        def dump(parts: list[_Running], factor: float) -> tuple[tuple[bytes, ...], float]:
+            return tuple(Compact(tuple(p.seeds), p.words).to_bytes(self.words) for p in parts), factor
+
+        def load(payload: Payload) -> list[_Running]:
+            return [_Running(list(c.seeds), c.words.copy()) for c in self._load(payload)]
+
+        return RunningSum(self.name, self.key_id, load, add_into, dump, limit=self.params.max_silos)
 
     def add(self, a: Payload, b: Payload) -> Payload:
         return add_pair(self, a, b)
@@ -201,7 +240,7 @@ class PackedCodec:
         mask = np.uint64((1 << lane_bits) - 1)
         parts = []
         plain = seal.Plaintext()
-        for ct in self._load(payload):
+        for ct in self._ciphertexts(payload):
             self._decryptor.decrypt(ct, plain)
             slots = np.array(self._encoder.decode_uint64(plain), dtype=np.uint64)
             parts.append(((slots[None, :] >> shifts) & mask).reshape(-1))
@@ -227,8 +266,16 @@ class PackedCodec:
             "max_silos": str(p.max_silos),
             "rounding": "subtractive dither",
             "encryption": "symmetric, seeded",
+            "wire": "c0 bit-packed to its moduli, c1 as seeds",
             "key_id": self.key_id,
         }
+
+
+class _Running:
+    """The orchestrator's running sum of one ciphertext: unreduced c0 words and the seeds."""
+
+    def __init__(self, seeds: list[bytes], words: np.ndarray) -> None:
+        self.seeds, self.words = seeds, words
 
 
 class PackedKeys:
