@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -189,12 +188,3 @@ def _seal_body(blob: bytes) -> tuple[bytes, tuple[int, int]]:
         major,
         minor,
     )
-
-
-def sum_words(parts: Sequence[np.ndarray]) -> np.ndarray:
-    """Words of several ciphertexts added without reduction (exact for fewer than 2^27 addends
-    of 37-bit moduli); `WordLayout.reduce` takes them mod q at the end."""
-    total = np.zeros_like(parts[0])
-    for part in parts:
-        total += part
-    return total

@@ -212,7 +212,7 @@ class PackedCodec:
         """c0 words summed with numpy as they arrive (no SEAL object, no key); seeds collected.
         Scaling is recorded, not computed (BFV holds integers): silos apply it after decryption."""
 
-        def add_into(total: _Running, part: Compact) -> None:
+        def add_into(total: _Running, part: _Running) -> None:
             total.words += part.words
             total.seeds.extend(part.seeds)
 
@@ -220,7 +220,7 @@ class PackedCodec:
             return tuple(Compact(tuple(p.seeds), p.words).to_bytes(self.words) for p in parts), factor
 
         def load(payload: Payload) -> list[_Running]:
-            return [_Running(list(c.seeds), c.words.copy()) for c in self._load(payload)]
+            return [_Running(list(c.seeds), c.words) for c in self._load(payload)]  # fresh arrays
 
         return RunningSum(self.name, self.key_id, load, add_into, dump, limit=self.params.max_silos)
 
