@@ -36,6 +36,8 @@ class Payload:
     scale: float = 1.0  # a factor still to apply after decoding (packed scales lazily)
     terms: tuple[str, ...] = ()  # the encodings summed in, by tag: a duplicate is refused
     key_id: str = ""  # fingerprint of the key it was encrypted under ("" for plaintext)
+    # Secure aggregation: masks (seed, sign) left in this sum, subtracted after decryption
+    unmask: tuple[tuple[bytes, int], ...] = ()
 
     @property
     def nbytes(self) -> int:
@@ -56,8 +58,9 @@ class Codec(Protocol):
     """Encode/add/scale/decode; plaintext and encrypted codecs share this shape.
 
     ``encode`` takes the quantization range every silo agreed on (``bound``; codecs that
-    do not quantize ignore it), a ``tag`` unique to this encoding, and ``exact`` for the
-    codec's most precise layout (federated statistics).
+    do not quantize ignore it), a ``tag`` unique to this encoding, ``exact`` for the
+    codec's most precise layout (federated statistics) and ``masks`` (secure aggregation:
+    expanded and added to the quantized integers; codecs that cannot mask refuse them).
     """
 
     name: str
@@ -70,6 +73,7 @@ class Codec(Protocol):
         bound: float | None = None,
         tag: str = "",
         exact: bool = False,
+        masks: Sequence[tuple[bytes, int]] = (),
     ) -> Payload: ...
 
     def accumulator(self) -> Accumulator: ...
@@ -95,6 +99,12 @@ def check_payload(codec: str, payload: Payload, length: int | None = None, key_i
         raise CodecError(
             f"payload was encrypted under another key (key id {payload.key_id or 'none'}, expected {key_id})"
         )
+
+
+def refuse_masks(codec: str, masks: Sequence[tuple[bytes, int]]) -> None:
+    """Codecs without integer slots cannot carry secure-aggregation masks."""
+    if masks:
+        raise CodecError(f"the {codec!r} codec cannot mask its values; secure aggregation needs 'packed'")
 
 
 class RunningSum(Generic[T]):
@@ -124,6 +134,8 @@ class RunningSum(Generic[T]):
     def _admit(self, payload: Payload) -> None:
         first = self._first
         check_payload(self._codec, payload, first.length if first else None, key_id=self._key_id)
+        if payload.unmask:
+            raise CodecError("a securely aggregated sum is final: it cannot be added to or scaled again")
         if first is not None and (first.bound, first.layout, first.scale) != (
             payload.bound,
             payload.layout,
@@ -196,12 +208,15 @@ class PlainCodec:
         bound: float | None = None,
         tag: str = "",
         exact: bool = False,
+        masks: Sequence[tuple[bytes, int]] = (),
     ) -> Payload:
+        refuse_masks(self.name, masks)
         array = np.ascontiguousarray(values, dtype=np.float64).ravel()
         return Payload(self.name, (array.tobytes(),), int(array.size), terms=(tag,) if tag else ())
 
     def decode(self, payload: Payload) -> np.ndarray:
         check_payload(self.name, payload)
+        refuse_masks(self.name, payload.unmask)
         data = b"".join(payload.chunks)
         if len(data) != 8 * payload.length:
             raise CodecError(f"plaintext payload has {len(data)} bytes for {payload.length} values")

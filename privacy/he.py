@@ -18,7 +18,16 @@ from collections.abc import Sequence
 import numpy as np
 import tenseal as ts
 
-from privacy.codec import Accumulator, CodecError, Payload, RunningSum, add_pair, check_payload, scale_one
+from privacy.codec import (
+    Accumulator,
+    CodecError,
+    Payload,
+    RunningSum,
+    add_pair,
+    check_payload,
+    refuse_masks,
+    scale_one,
+)
 from privacy.params import CKKSParams
 
 logger = logging.getLogger(__name__)
@@ -45,8 +54,10 @@ class CKKSCodec:
         bound: float | None = None,
         tag: str = "",
         exact: bool = False,
+        masks: Sequence[tuple[bytes, int]] = (),
     ) -> Payload:
         """``bound`` and ``exact`` do not apply: CKKS encodes floats at its fixed scale."""
+        refuse_masks(self.name, masks)
         array = np.asarray(values, dtype=np.float64).ravel()
         if not np.all(np.isfinite(array)):
             raise CodecError("refusing to encrypt NaN or infinite values")
@@ -81,6 +92,7 @@ class CKKSCodec:
     def decode(self, payload: Payload) -> np.ndarray:
         if not self.can_decrypt:
             raise CodecError("this CKKS context holds no secret key and cannot decrypt")
+        refuse_masks(self.name, payload.unmask)
         values = [np.asarray(v.decrypt(), dtype=np.float64) for v in self._load(payload)]
         flat = np.concatenate(values) if values else np.zeros(0)
         return flat[: payload.length]

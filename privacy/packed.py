@@ -33,6 +33,7 @@ import tenseal.sealapi as seal
 
 from privacy.codec import Accumulator, CodecError, Payload, RunningSum, add_pair, check_payload, scale_one
 from privacy.compact import Compact, SealTemplate, WordLayout
+from privacy.masking import Mask, add_mod, combined, sub_mod
 from privacy.params import PackedParams
 
 # float64 holds integers exactly up to 2^53: the exact (statistics) layout stays below.
@@ -117,6 +118,7 @@ class PackedCodec:
         moduli = self._context.first_context_data().parms().coeff_modulus()
         self.words = WordLayout(params.poly_modulus_degree, tuple(m.value() for m in moduli))
         self._template: SealTemplate | None = None  # from this silo's first encryption
+        self.plain_modulus = int(parms.plain_modulus().value())  # t: slots and masks live mod t
 
     @property
     def can_decrypt(self) -> bool:
@@ -142,6 +144,7 @@ class PackedCodec:
         bound: float | None = None,
         tag: str = "",
         exact: bool = False,
+        masks: Sequence[Mask] = (),
     ) -> Payload:
         if self._encryptor is None:
             raise CodecError("this context holds no secret key and cannot encrypt")
@@ -161,6 +164,11 @@ class PackedCodec:
         padded[: x.size] = unsigned
         shifts = (np.arange(lanes, dtype=np.uint64) * np.uint64(lane_bits))[None, :, None]
         slots = np.bitwise_or.reduce(padded.reshape(-1, lanes, self._slots) << shifts, axis=1)
+        if masks:  # secure aggregation: uniform mod t, so one upload decrypts to noise
+            slots = add_mod(
+                slots.ravel(), combined(masks, slots.size, self.plain_modulus), self.plain_modulus
+            )
+            slots = slots.reshape(-1, self._slots)
         chunks = []
         plain = seal.Plaintext()
         for row in slots:
@@ -238,13 +246,16 @@ class PackedCodec:
         bits, lanes, lane_bits = payload.layout
         shifts = (np.arange(lanes, dtype=np.uint64) * np.uint64(lane_bits))[:, None]
         mask = np.uint64((1 << lane_bits) - 1)
-        parts = []
+        rows = []
         plain = seal.Plaintext()
         for ct in self._ciphertexts(payload):
             self._decryptor.decrypt(ct, plain)
-            slots = np.array(self._encoder.decode_uint64(plain), dtype=np.uint64)
-            parts.append(((slots[None, :] >> shifts) & mask).reshape(-1))
-        total = np.concatenate(parts)[: payload.length].astype(np.int64)
+            rows.append(np.array(self._encoder.decode_uint64(plain), dtype=np.uint64))
+        slots = np.stack(rows)
+        if payload.unmask:  # secure aggregation: the masks left in the sum, rebuilt from shares
+            t = self.plain_modulus
+            slots = sub_mod(slots.ravel(), combined(payload.unmask, slots.size, t), t).reshape(slots.shape)
+        total = ((slots[:, None, :] >> shifts) & mask).reshape(-1)[: payload.length].astype(np.int64)
         total -= len(payload.terms) * 2 ** (bits - 1)
         dither = np.zeros(payload.length)
         for tag in payload.terms:

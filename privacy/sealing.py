@@ -53,6 +53,10 @@ class SealingKey:
     def public_bytes(self) -> bytes:
         return self._private.public_key().public_bytes(*_RAW)
 
+    def agree(self, peer_public: bytes) -> bytes:
+        """The raw X25519 shared secret with a peer (secure aggregation derives pair keys from it)."""
+        return self._private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+
     def open(self, sealed: bytes, associated_data: bytes) -> bytes:
         if len(sealed) < 32 + 12 + 16:
             raise SealError("sealed message is too short")
