@@ -18,24 +18,29 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+from ray.exceptions import RayError
 
+from orchestrator.calls import arrivals, failure_reason
 from orchestrator.errors import BudgetSpent, RoundFailed, SchemaMismatch, SetupFailed, SiloFailure
 from orchestrator.metrics import Finalize, GlobalEval, combine
 from orchestrator.records import OrchestratorState, RoundRecord, SetupReport
 from orchestrator.schema import agree
+from orchestrator.secure_sum import deal, unmask
 from orchestrator.selection import select
 from orchestrator.server_step import leader_step
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import Aggregator, Strategy
 from privacy.aggregate import WeightedSum, check_weight
-from privacy.codec import Codec, CodecError, Payload, PlainCodec, check_payload
+from privacy.codec import Codec, CodecError, Payload, PlainCodec, check_payload, unmasked
+from privacy.masking import Mask
 from privacy.schemes import public_codec
+from privacy.secagg import OrchestratorKey, SecAggError
 from privacy.signing import SignatureError, verify_update
 from silo.data import SiloDescription
 from silo.exchange import ManifestMismatch, check_manifests
@@ -55,34 +60,6 @@ from silo.preprocess import AgreedSchema
 logger = logging.getLogger(__name__)
 
 
-def failure_reason(err: BaseException) -> str:
-    """One line for a failed silo call, never a Ray traceback."""
-    if isinstance(err, RayTaskError):
-        cause = err.cause
-        return f"{type(cause).__name__}: {cause}" if cause is not None else str(err).splitlines()[0]
-    if isinstance(err, RayActorError):
-        return "silo actor is unavailable (process died, node lost or actor killed)"
-    if isinstance(err, GetTimeoutError):
-        return "no answer in time"
-    return f"{type(err).__name__}: {err}"
-
-
-def _arrivals(refs: dict[Any, str], deadline: float) -> Iterator[tuple[str, Any]]:
-    """(silo, result or RayError) as each call finishes, until ``deadline``. Refs are popped as
-    they arrive (so Ray can free the object once it is used); those left in ``refs`` are late."""
-    while refs:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        ready, _ = ray.wait(list(refs), num_returns=1, timeout=remaining)
-        for ref in ready:
-            name = refs.pop(ref)
-            try:
-                yield name, ray.get(ref)
-            except RayError as err:
-                yield name, err
-
-
 @dataclass
 class _Collected:
     """One federated sum's outcome: the running sum, who is in it, who is not."""
@@ -94,6 +71,7 @@ class _Collected:
     late: list[str] = field(default_factory=list)
     bytes_up: int = 0
     add_seconds: float = 0.0  # verifying signatures and adding ciphertexts, not waiting
+    unmask: tuple[Mask, ...] = ()  # secure aggregation: the masks left in the sum, rebuilt
 
 
 class Orchestrator:
@@ -115,6 +93,9 @@ class Orchestrator:
         self._server_state: tuple[Payload, ...] = ()  # Enc(m), Enc(v) of a server optimizer
         self._reference: Any = None  # plaintext mode with clip_norm: the initial model
         self._task_finalize: Finalize | None = None
+        self._sealing: dict[str, bytes] = {}  # silo -> X25519 public key (secure aggregation)
+        self._secagg_key = OrchestratorKey()  # signs each sum's survivor and dropped sets
+        self._session_nonce = uuid.uuid4().hex[:12]  # sessions of this orchestrator never repeat
 
     # -- calling silos ---------------------------------------------------------
 
@@ -146,14 +127,33 @@ class Orchestrator:
         return results
 
     def _collect(
-        self, phase: str, hints: dict[str, float], running: Aggregator, deadline: float, length: int | None
+        self,
+        phase: str,
+        hints: dict[str, float],
+        running: Aggregator,
+        deadline: float,
+        length: int | None,
+        attempt: int = 1,
     ) -> _Collected:
-        """Send the agreed range; verify and add each signed encoding as it arrives."""
+        """Send the agreed range; verify and add each signed encoding as it arrives. Under
+        secure aggregation the silos deal mask shares first and the masks left in the sum
+        are rebuilt afterwards (`out.unmask`); `SecAggError` if too few silos stay."""
         assert self._codec is not None
         bound = max(hints.values())
-        refs = {self._silos[n].encode_staged.remote(f"{phase}/{n}", bound): n for n in hints}
         out = _Collected(running)
-        for name, update in _arrivals(refs, deadline):
+        masked = None
+        if self._settings.secagg:
+            session = f"{self._session_nonce}/{phase}/{attempt}"
+            masked = deal(
+                self._silos, session, list(hints), self._settings.secagg_threshold, self._sealing,
+                self._secagg_key, deadline,
+            )  # fmt: skip
+            out.failures += masked.failures
+            out.bytes_up += sum(len(b) for d in masked.dealt.values() for b in d.shares.values())
+            hints = {name: hints[name] for name in masked.members}
+        mask_round = masked.round if masked is not None else None
+        refs = {self._silos[n].encode_staged.remote(f"{phase}/{n}", bound, mask_round): n for n in hints}
+        for name, update in arrivals(refs, deadline):
             started = time.perf_counter()
             try:
                 if isinstance(update, RayError):
@@ -174,18 +174,27 @@ class Orchestrator:
                 out.add_seconds += time.perf_counter() - started
             out.accepted.append(name)
             out.bytes_up += item.payload.nbytes
-        out.late = list(refs.values())
+        out.late = list(refs.values())  # a late upload is never added: the sets below are final
+        if masked is not None:
+            unmask_deadline = time.monotonic() + self._settings.status_timeout_s + self._settings.retry_wait_s
+            out.unmask, failures = unmask(
+                self._silos, masked, out.accepted, self._secagg_key, unmask_deadline
+            )
+            out.failures += failures
         return out
 
     def _setup_sum(self, step: str, phase: str, hints: dict[str, float]) -> tuple[Payload, int]:
         assert self._codec is not None
         deadline = time.monotonic() + self._settings.setup_timeout_s
         running = WeightedSum(self._codec)
-        out = self._collect(phase, hints, running, deadline, None)
+        try:
+            out = self._collect(phase, hints, running, deadline, None)
+        except SecAggError as err:
+            raise SetupFailed(step, [SiloFailure("(secure aggregation)", str(err))]) from err
         failures = out.failures + [SiloFailure(n, "no answer in time") for n in out.late]
         if failures:
             raise SetupFailed(step, failures)
-        return running.total(), out.bytes_up
+        return unmasked(running.total(), out.unmask), out.bytes_up
 
     # -- set-up ------------------------------------------------------------------
 
@@ -224,6 +233,7 @@ class Orchestrator:
     def _register_keys(self) -> None:
         keys: dict[str, SiloKeys] = self._setup_step("registering silo keys", "public_keys", lambda _: ())
         self._signing = {name: k.signing for name, k in keys.items()}
+        self._sealing = {name: k.sealing for name, k in keys.items()}
         self._prepare_he(keys)
 
     def _setup_task(self, descriptions: list[SiloDescription], start: float) -> SetupReport:
@@ -255,12 +265,18 @@ class Orchestrator:
             schema=schema,
             descriptions=tuple(descriptions),
             ready=tuple(ready[name] for name in self._silos),
-            codec=self._codec.describe(),
+            codec={**self._codec.describe(), "secagg": self._secagg_tag()},
             n_parameters=self._n_parameters,
             seconds=time.perf_counter() - start,
             bytes_up=bytes_up,
             bytes_down=bytes_down,
         )
+
+    def _secagg_tag(self) -> str:
+        s = self._settings
+        if not s.secagg:
+            return "off"
+        return f"pairwise, threshold {s.secagg_threshold or 'floor(n/2)+1'} of each sum's silos"
 
     def _finalize(self) -> Finalize | None:
         """The task's finalize (its file, loaded here once); None: the tables' figures."""
@@ -336,6 +352,7 @@ class Orchestrator:
                 f"model has {ready.n_parameters} parameters, the federation's {self._n_parameters}"
             )
         self._signing[name] = keys.signing
+        self._sealing[name] = keys.sealing
         self._incarnations[name] = ray.get(handle.status.remote(), timeout=timeout).incarnation
 
     def _refresh(self) -> tuple[list[str], list[str], list[SiloFailure]]:
@@ -384,7 +401,7 @@ class Orchestrator:
         trained: dict[str, FitRes] = {}
         failures: list[SiloFailure] = list(unavailable)
         spent: dict[str, FitRes] = {}  # silos that refused: their privacy budget is spent
-        for name, res in _arrivals(refs, deadline):
+        for name, res in arrivals(refs, deadline):
             if isinstance(res, RayError):
                 failures.append(SiloFailure(name, failure_reason(res)))
             elif res.has_error():
@@ -401,14 +418,19 @@ class Orchestrator:
         bytes_up, add_seconds = 0, 0.0
         running = self._strategy.aggregator(self._codec, self._plain_reference(active))
         rejected: list[str] = []
+        masks: tuple[Mask, ...] = ()
         if len(trained) >= self._settings.min_silos:
             hints = {name: res.bound_hint for name, res in trained.items()}
             # round_timeout_s bounds training; encoding with the agreed range gets a window of its own.
             encode_deadline = time.monotonic() + self._settings.round_timeout_s
             length = self._strategy.payload_length(self._n_parameters)
-            out = self._collect(f"round-{server_round}", hints, running, encode_deadline, length)
+            try:
+                out = self._collect(f"round-{server_round}", hints, running, encode_deadline, length, attempt)
+            except SecAggError as err:  # too few silos left to unmask: the round is tried again
+                failures.append(SiloFailure("(secure aggregation)", str(err)))
+                raise RoundFailed(server_round, len(trained), self._settings.min_silos, failures) from err
             accepted, bytes_up, add_seconds = out.accepted, out.bytes_up, out.add_seconds
-            rejected = out.rejected
+            rejected, masks = out.rejected, out.unmask
             answered = len(accepted)
             failures += out.failures
             late += out.late
@@ -418,7 +440,7 @@ class Orchestrator:
         if len(accepted) < self._settings.min_silos:
             raise RoundFailed(server_round, answered, self._settings.min_silos, failures)
         started = time.perf_counter()
-        average = running.mean()
+        average = unmasked(running.mean(), masks)
         add_seconds += time.perf_counter() - started
         opt = self._strategy.server_opt
         if opt is None:

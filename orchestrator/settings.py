@@ -33,3 +33,7 @@ class OrchestratorSettings:
     # A task pipeline: its file (for finalize, which turns summed metrics into figures); None:
     # the built-in tables (schema, federated statistics, the tables' figures)
     task: TaskSpec | None = None
+    # Secure aggregation (privacy/secagg.py): pairwise double masking inside every sum, so that
+    # no coalition of the orchestrator with fewer than `secagg_threshold` silos reads an update.
+    secagg: bool = False
+    secagg_threshold: int | None = None  # None: floor(n/2) + 1 of each sum's members

@@ -169,4 +169,6 @@ def orchestrator_settings(
         fraction=spec.fraction,
         selection_seed=spec.training.seed,
         task=task_spec(loaded),
+        secagg=spec.secagg,
+        secagg_threshold=spec.privacy.threshold,
     )

@@ -161,6 +161,25 @@ def check_strategy(training: TrainingSection, he: str, n_silos: int, min_silos: 
         raise ValueError("training.strategy = 'scaffold' corrects SGD steps; use optimizer = 'sgd'")
 
 
+def check_secagg(privacy: PrivacySection, n_silos: int) -> None:
+    """Secure aggregation with what it needs; raises ValueError saying what to choose."""
+    if privacy.secagg == "pairwise" and privacy.he != "packed":
+        raise ValueError(
+            f"privacy.secagg = 'pairwise' masks quantized integers, which privacy.he = {privacy.he!r} "
+            "does not have"
+            + (" (CKKS encodes approximate floats)" if privacy.he == "ckks" else
+               " (a secure sum without HE is not available yet)")
+            + "; use privacy.he = 'packed' or secagg = 'off'"
+        )  # fmt: skip
+    if privacy.secagg == "pairwise" and n_silos < 2:
+        raise ValueError("privacy.secagg = 'pairwise' needs at least 2 silos")
+    if privacy.threshold is not None:
+        if privacy.secagg == "off" or (privacy.secagg is None and (privacy.he != "packed" or n_silos < 3)):
+            raise ValueError("privacy.threshold is set but secure aggregation is off")
+        if privacy.threshold > n_silos:
+            raise ValueError(f"privacy.threshold = {privacy.threshold} but only {n_silos} silos are listed")
+
+
 def check_dp(dp: str, training: TrainingSection, he: str, min_silos: int) -> None:
     """Differential privacy with what it cannot protect; raises ValueError saying what to choose."""
     strategy = training.strategy
@@ -250,6 +269,11 @@ class PrivacySection(_Section):
     noise_multiplier: float | None = Field(None, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)  # record: per-sample gradient bound; silo: update norm bound
     accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+    # Secure aggregation (privacy/secagg.py): "pairwise" masks every update inside the encrypted
+    # sum so that no coalition of the orchestrator with fewer than `threshold` silos reads one,
+    # even though silos share the HE key. Unset: on for he = "packed" with 3 or more silos.
+    secagg: Literal["pairwise", "off"] | None = None
+    threshold: int | None = Field(None, ge=2)  # silos that must survive a sum; default floor(n/2)+1
 
     @model_validator(mode="after")
     def _dp_settings(self) -> PrivacySection:
@@ -401,7 +425,15 @@ class Pipeline(_Section):
         check_dp(self.privacy.dp, self.training, self.privacy.he, self.min_silos)
         if self.privacy.keys is not None and self.privacy.he == "off":
             raise ValueError("privacy.keys is set but privacy.he = 'off' uses no keys")
+        check_secagg(self.privacy, len(names))
         return self
+
+    @property
+    def secagg(self) -> bool:
+        """Secure aggregation on: as set, or by default for packed HE with 3 or more silos."""
+        if self.privacy.secagg is None:
+            return self.privacy.he == "packed" and len(self.silos) >= 3
+        return self.privacy.secagg == "pairwise"
 
     @property
     def experiment(self) -> str:

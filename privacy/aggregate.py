@@ -50,11 +50,15 @@ def encode_weighted(
     bound: float | None = None,
     tag: str = "",
     exact: bool = False,
+    masks: Sequence[tuple[bytes, int]] = (),
 ) -> WeightedPayload:
-    """Enc(weight * values); ``bound`` is the range every silo agreed on (see `bound_hint`)."""
+    """Enc(weight * values); ``bound`` is the range every silo agreed on (see `bound_hint`);
+    ``masks``: secure aggregation's, added to the quantized integers before encryption."""
     check_weight(weight)
     scaled = np.asarray(values, dtype=np.float64) * weight
-    return WeightedPayload(codec.encode(scaled, bound=bound, tag=tag, exact=exact), float(weight))
+    return WeightedPayload(
+        codec.encode(scaled, bound=bound, tag=tag, exact=exact, masks=masks), float(weight)
+    )
 
 
 class WeightedSum:

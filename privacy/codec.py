@@ -12,7 +12,7 @@ print(c.decode(c.add(c.encode([1.0, 2.0]), c.encode([3.0, 4.0]))))"
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
@@ -99,6 +99,11 @@ def check_payload(codec: str, payload: Payload, length: int | None = None, key_i
         raise CodecError(
             f"payload was encrypted under another key (key id {payload.key_id or 'none'}, expected {key_id})"
         )
+
+
+def unmasked(payload: Payload, masks: Sequence[tuple[bytes, int]]) -> Payload:
+    """A securely aggregated sum with the masks it still holds attached (the decoder removes them)."""
+    return replace(payload, unmask=tuple(masks)) if masks else payload
 
 
 def refuse_masks(codec: str, masks: Sequence[tuple[bytes, int]]) -> None:

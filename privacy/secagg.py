@@ -43,6 +43,7 @@ from privacy.sealing import SealingKey
 from privacy.shamir import ShareError, combine, from_bytes, split, to_bytes
 
 _RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+_KEPT_SESSIONS = 8  # a retried unmask step finds its session; older rounds' seeds are dropped
 
 
 class SecAggError(ValueError):
@@ -149,7 +150,8 @@ class MaskingSession:
         self.silo = silo
         self._sealing = sealing
         self._federation = federation.encode()
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, _Session] = {}  # the latest few; older ones are forgotten
+        self._used: set[str] = set()  # every session ever dealt: seeds are never derived twice
         self._orchestrator_key: bytes | None = None
 
     def _pair_key(self, peer: str, public: bytes) -> bytes:
@@ -167,7 +169,7 @@ class MaskingSession:
         members = ins.members
         if self.silo not in members or list(members) != sorted(set(members)):
             raise SecAggError(f"session {ins.session}: members {list(members)} must be sorted and hold us")
-        if ins.session in self._sessions:
+        if ins.session in self._used:
             raise SecAggError(f"session {ins.session}: already dealt; seeds are never reused")
         if not 2 <= ins.threshold <= len(members):
             raise SecAggError(f"session {ins.session}: threshold {ins.threshold} of {len(members)} members")
@@ -195,7 +197,10 @@ class MaskingSession:
             out[member] = nonce + ChaCha20Poly1305(share_keys[member]).encrypt(
                 nonce, to_bytes(shares[point]), ad
             )
+        self._used.add(ins.session)
         self._sessions[ins.session] = _Session(ins, self_seed, pair_seeds, share_keys, own)
+        while len(self._sessions) > _KEPT_SESSIONS:
+            del self._sessions[next(iter(self._sessions))]
         return Dealt(self.silo, ins.session, out)
 
     def masks(self, round_: MaskRound) -> tuple[Mask, ...]:
@@ -267,9 +272,6 @@ class MaskingSession:
             peers = [m for m in members if m != d]
             pair_seeds[d] = [vectors[d][1 + peers.index(k)] for k in survivors]
         return UnmaskShares(self.silo, request.session, point, self_masks, pair_seeds)
-
-    def forget(self, session: str) -> None:
-        self._sessions.pop(session, None)
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("MaskingSession holds seeds and must never be pickled")

@@ -7,7 +7,8 @@ A plain class; the runner makes it remote where its resources are known, through
         .options(name="silo:cleveland", namespace="heart-disease").remote(spec)
 
 Call order: describe -> public_keys -> (HE keys) -> stats_sums -> stats_squares ->
-finish_preprocessing -> per round: fit, encode_staged -> evaluate / publish.
+finish_preprocessing -> per round: fit, (deal_masks), encode_staged, (unmask) -> evaluate /
+publish. The steps in brackets run under secure aggregation (``[privacy] secagg``).
 
 Everything a silo sends to be added goes in two steps: a method stages the vector and
 returns a proposed range (`privacy.aggregate.bound_hint`), then `encode_staged` encodes
@@ -37,6 +38,7 @@ from privacy.dp import record_plan
 from privacy.keyfile import read_key_file, write_secret_key_file
 from privacy.schemes import SecretKeys, generate_keys, keys_from_secret
 from privacy.sealing import SealingKey, seal
+from privacy.secagg import Dealt, MaskDeal, MaskingSession, MaskRound, UnmaskRequest, UnmaskShares
 from privacy.signing import SignedUpdate, UpdateSigner
 from silo.config import SiloSpec
 from silo.data import (
@@ -128,6 +130,7 @@ class SiloWorker:
         if spec.he_secret_path is not None and spec.he.scheme != "off":
             self._install(keys_from_secret(spec.he, read_key_file(spec.he_secret_path, spec.he, secret=True)))
         self._staged: tuple[np.ndarray, float, bool] | None = None
+        self._secagg: MaskingSession | None = None  # made on first use, once keys are in place
         self._raw: pd.DataFrame | None = None
         self._schema: AgreedSchema | None = None
         self._train_frame: pd.DataFrame | None = None
@@ -249,14 +252,33 @@ class SiloWorker:
         self._staged = (values, weight, exact)
         return bound_hint(values, weight)
 
-    def encode_staged(self, tag: str, bound: float) -> SignedUpdate:
-        """Encode what was staged with the agreed range, under ``tag`` ("<phase>/<silo>"), signed."""
+    def encode_staged(self, tag: str, bound: float, mask: MaskRound | None = None) -> SignedUpdate:
+        """Encode what was staged with the agreed range, under ``tag`` ("<phase>/<silo>"), signed;
+        with ``mask``, masked for secure aggregation among its members (`deal_masks` came first)."""
         if self._staged is None:
             raise RuntimeError(f"silo {self.name!r} has nothing staged for {tag!r}")
         values, weight, exact = self._staged
         self._staged = None
-        item = encode_weighted(self._require_codec(), values, weight, bound=bound, tag=tag, exact=exact)
+        masks = self._masking().masks(mask) if mask is not None else ()
+        codec = self._require_codec()
+        item = encode_weighted(codec, values, weight, bound=bound, tag=tag, exact=exact, masks=masks)
         return self._signer.sign(self.name, tag, item)
+
+    # -- secure aggregation (privacy/secagg.py) ------------------------------------
+
+    def _masking(self) -> MaskingSession:
+        if self._secagg is None:  # bound to the federation's HE key: pair keys differ per key set
+            self._secagg = MaskingSession(self.name, self._sealing, f"fedsilo/{self._key_id()}")
+        return self._secagg
+
+    def deal_masks(self, ins: MaskDeal) -> Dealt:
+        """Draw this sum's self-mask, derive the pair seeds, share both t-of-n to the members."""
+        return self._masking().deal(ins)
+
+    def unmask(self, request: UnmaskRequest) -> UnmaskShares:
+        """Shares for the orchestrator's signed survivor and dropped sets (refused if they
+        differ from an earlier answer, or leave fewer survivors than the threshold)."""
+        return self._masking().unmask(request)
 
     # -- federated preprocessing ------------------------------------------------
 
