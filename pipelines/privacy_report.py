@@ -55,8 +55,10 @@ def privacy_tags(spec: Pipeline, codec: dict[str, str], summary: dict[str, Any])
         "dp": p.dp,
         "he.scheme": codec.get("scheme", p.he),
         "contributing_silos": ",".join(summary.get("contributors", [])),
+        # secure aggregation: whether a coalition of the orchestrator and a silo could read an update
+        "secagg": codec.get("secagg", "off"),
     }
-    tags.update({f"he.{k}": str(v) for k, v in codec.items() if k != "scheme"})
+    tags.update({f"he.{k}": str(v) for k, v in codec.items() if k not in ("scheme", "secagg")})
     if p.dp != "off":
         epsilon: dict[str, float] = summary.get("epsilon", {})
         sigma: dict[str, float] = summary.get("noise_multiplier", {})

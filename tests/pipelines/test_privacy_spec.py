@@ -159,6 +159,7 @@ def test_tags_and_card_say_what_protects_the_model() -> None:
         "fedsilo.privacy.he.scheme": "packed",
         "fedsilo.privacy.he.value_bits": "16",
         "fedsilo.privacy.contributing_silos": "a",
+        "fedsilo.privacy.secagg": "off",
         "fedsilo.privacy.epsilon": "1.5000",
         "fedsilo.privacy.epsilon_target": "3",
         "fedsilo.privacy.delta": "0.001",
@@ -201,3 +202,40 @@ def test_a_dp_run_starts_only_from_a_version_with_the_same_dp_and_sums_the_chain
     }
     assert again["fedsilo.privacy.epsilon_total"] == "5.0000"
     assert again["fedsilo.privacy.chain"] == "models:/m/2,models:/m/3"
+
+
+THIRD_SILO = '[[silos]]\nname = "c"\npath = "c.csv"\n\n'
+
+
+def _secagg(privacy: str, silos: int = 3):
+    text = BASE.replace("[privacy]\n", (THIRD_SILO if silos == 3 else "") + "[privacy]\n")
+    return parse_pipeline(text.replace('he = "off"\n', privacy), Path("/p/pipeline.toml"))
+
+
+def test_secure_aggregation_is_on_by_default_for_packed_he_with_three_silos() -> None:
+    # Prepare / Execute
+    three = _secagg('he = "packed"\n')
+    two = _secagg('he = "packed"\n', silos=2)
+    ckks = _secagg('he = "ckks"\n')
+    chosen = _secagg('he = "packed"\nsecagg = "pairwise"\nthreshold = 3\n')
+    # Assert: the orchestrator is told, with the threshold
+    assert three.spec.secagg and not two.spec.secagg and not ckks.spec.secagg
+    settings = build.orchestrator_settings(chosen)
+    assert settings.secagg and settings.secagg_threshold == 3
+    assert not build.orchestrator_settings(_secagg('he = "packed"\nsecagg = "off"\n')).secagg
+
+
+@pytest.mark.parametrize(
+    ("privacy", "expected"),
+    [
+        ('he = "ckks"\nsecagg = "pairwise"\n', "(CKKS encodes approximate floats); use privacy.he = 'packed'"),
+        ('he = "packed"\nthreshold = 4\n', "privacy.threshold = 4 but only 3 silos are listed"),
+        ('he = "packed"\nsecagg = "off"\nthreshold = 2\n', "threshold is set but secure aggregation is off"),
+        ('he = "packed"\nthreshold = 1\n', "privacy.threshold: Input should be greater than or equal to 2"),
+        ('he = "packed"\nsecagg = "all"\n', "privacy.secagg: Input should be 'pairwise' or 'off'"),
+    ],
+)  # fmt: skip
+def test_impossible_secure_aggregation_settings_are_refused(privacy: str, expected: str) -> None:
+    with pytest.raises(PipelineError) as caught:
+        _secagg(privacy)
+    assert any(expected in p for p in caught.value.problems), caught.value.problems
