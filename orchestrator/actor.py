@@ -41,6 +41,7 @@ from privacy.codec import Codec, CodecError, Payload, PlainCodec, check_payload,
 from privacy.masking import Mask
 from privacy.schemes import public_codec
 from privacy.secagg import OrchestratorKey, SecAggError
+from privacy.secure_sum import SecureSumCodec
 from privacy.signing import SignatureError, verify_update
 from silo.data import SiloDescription
 from silo.exchange import ManifestMismatch, check_manifests
@@ -159,7 +160,8 @@ class Orchestrator:
                 if isinstance(update, RayError):
                     raise update
                 item = verify_update(update, name, f"{phase}/{name}", self._signing[name])
-                check_payload(self._codec.name, item.payload, length, key_id=self._codec.key_id)
+                upload = self._upload_codec()
+                check_payload(upload.name, item.payload, length, key_id=upload.key_id)
                 check_weight(item.weight)
                 running.add(item)  # streamed: one running sum, never every update at once
                 self._sample_memory()
@@ -186,7 +188,7 @@ class Orchestrator:
     def _setup_sum(self, step: str, phase: str, hints: dict[str, float]) -> tuple[Payload, int]:
         assert self._codec is not None
         deadline = time.monotonic() + self._settings.setup_timeout_s
-        running = WeightedSum(self._codec)
+        running = WeightedSum(self._upload_codec())
         try:
             out = self._collect(phase, hints, running, deadline, None)
         except SecAggError as err:
@@ -194,7 +196,24 @@ class Orchestrator:
         failures = out.failures + [SiloFailure(n, "no answer in time") for n in out.late]
         if failures:
             raise SetupFailed(step, failures)
-        return unmasked(running.total(), out.unmask), out.bytes_up
+        return self._finish_sum(running.total(), out.unmask), out.bytes_up
+
+    def _upload_codec(self) -> Codec:
+        """What silos encode sums with: the federation's codec, or, for a secure sum without HE,
+        masked integers that only the sum of all masks' silos decodes."""
+        assert self._codec is not None
+        if self._settings.secagg and self._codec.name == "off":
+            return SecureSumCodec()
+        return self._codec
+
+    def _finish_sum(self, payload: Payload, masks: tuple[Mask, ...]) -> Payload:
+        """The sum with the masks left in it: encrypted, they travel with it to the silos that
+        decrypt; a secure sum without HE is decoded here, where only the aggregate is seen."""
+        assert self._codec is not None
+        upload = self._upload_codec()
+        if upload is self._codec:
+            return unmasked(payload, masks)
+        return self._codec.encode(upload.decode(unmasked(payload, masks)))
 
     # -- set-up ------------------------------------------------------------------
 
@@ -416,7 +435,7 @@ class Orchestrator:
         accepted: list[str] = []
         answered = len(trained)  # until updates are collected: who trained in time
         bytes_up, add_seconds = 0, 0.0
-        running = self._strategy.aggregator(self._codec, self._plain_reference(active))
+        running = self._strategy.aggregator(self._upload_codec(), self._plain_reference(active))
         rejected: list[str] = []
         masks: tuple[Mask, ...] = ()
         if len(trained) >= self._settings.min_silos:
@@ -440,7 +459,7 @@ class Orchestrator:
         if len(accepted) < self._settings.min_silos:
             raise RoundFailed(server_round, answered, self._settings.min_silos, failures)
         started = time.perf_counter()
-        average = unmasked(running.mean(), masks)
+        average = self._finish_sum(running.mean(), masks)
         add_seconds += time.perf_counter() - started
         opt = self._strategy.server_opt
         if opt is None:

@@ -133,10 +133,18 @@ class TrainingSection(_Section):
     clip_norm: float | None = Field(None, gt=0)  # bound on ||w_k - w_global||_2
 
 
-def check_strategy(training: TrainingSection, he: str, n_silos: int, min_silos: int) -> None:
+def check_strategy(
+    training: TrainingSection, he: str, n_silos: int, min_silos: int, secagg: bool = False
+) -> None:
     """Strategy settings that only make sense together; raises ValueError saying what to choose.
     A round goes ahead with min_silos answers, so what a rule needs is checked against those."""
     strategy = training.strategy
+    if strategy in ROBUST and secagg:
+        raise ValueError(
+            f"training.strategy = {strategy!r} must see single updates, which secure aggregation hides; "
+            "set privacy.secagg = 'off' (the orchestrator then sees each update) or use 'fedavg' with "
+            "training.clip_norm"
+        )
     if strategy in ROBUST and he != "off":
         raise ValueError(
             f"training.strategy = {strategy!r} must see single updates, which privacy.he = {he!r} hides; "
@@ -163,14 +171,12 @@ def check_strategy(training: TrainingSection, he: str, n_silos: int, min_silos: 
 
 def check_secagg(privacy: PrivacySection, n_silos: int) -> None:
     """Secure aggregation with what it needs; raises ValueError saying what to choose."""
-    if privacy.secagg == "pairwise" and privacy.he != "packed":
+    if privacy.secagg == "pairwise" and privacy.he == "ckks":
         raise ValueError(
-            f"privacy.secagg = 'pairwise' masks quantized integers, which privacy.he = {privacy.he!r} "
-            "does not have"
-            + (" (CKKS encodes approximate floats)" if privacy.he == "ckks" else
-               " (a secure sum without HE is not available yet)")
-            + "; use privacy.he = 'packed' or secagg = 'off'"
-        )  # fmt: skip
+            "privacy.secagg = 'pairwise' masks quantized integers, which privacy.he = 'ckks' does not "
+            "have (CKKS encodes approximate floats); use privacy.he = 'packed' (or 'off' for a secure "
+            "sum without HE) or secagg = 'off'"
+        )
     if privacy.secagg == "pairwise" and n_silos < 2:
         raise ValueError("privacy.secagg = 'pairwise' needs at least 2 silos")
     if privacy.threshold is not None:
@@ -180,7 +186,7 @@ def check_secagg(privacy: PrivacySection, n_silos: int) -> None:
             raise ValueError(f"privacy.threshold = {privacy.threshold} but only {n_silos} silos are listed")
 
 
-def check_dp(dp: str, training: TrainingSection, he: str, min_silos: int) -> None:
+def check_dp(dp: str, training: TrainingSection, he: str, min_silos: int, secagg: bool = False) -> None:
     """Differential privacy with what it cannot protect; raises ValueError saying what to choose."""
     strategy = training.strategy
     if dp == "record" and strategy == "scaffold":
@@ -207,11 +213,12 @@ def check_dp(dp: str, training: TrainingSection, he: str, min_silos: int) -> Non
             "privacy.dp = 'silo' trains without SCAFFOLD's drift correction; use training.strategy = "
             "'fedavg', 'fedadam' or 'fedyogi'"
         )
-    if he == "off" and min_silos > 1:
+    if he == "off" and min_silos > 1 and not secagg:
         raise ValueError(
             f"privacy.dp = 'silo' with privacy.he = 'off': the orchestrator would see each update with "
             f"1/{min_silos} of the noise variance; use privacy.he = 'packed' (or 'ckks') so only the sum "
-            "is decrypted, or min_silos = 1 so each silo adds the full noise"
+            "is decrypted, privacy.secagg = 'pairwise' so only the sum is seen, or min_silos = 1 so each "
+            "silo adds the full noise"
         )
     if training.clip_norm is not None:
         raise ValueError(
@@ -421,11 +428,11 @@ class Pipeline(_Section):
                     f"{packed.max_silos or len(names)} silos do not fit a {packed.plain_modulus_bits}-bit "
                     "plain modulus; lower value_bits or max_silos"
                 )
-        check_strategy(self.training, self.privacy.he, len(names), self.min_silos)
-        check_dp(self.privacy.dp, self.training, self.privacy.he, self.min_silos)
+        check_secagg(self.privacy, len(names))
+        check_strategy(self.training, self.privacy.he, len(names), self.min_silos, self.secagg)
+        check_dp(self.privacy.dp, self.training, self.privacy.he, self.min_silos, self.secagg)
         if self.privacy.keys is not None and self.privacy.he == "off":
             raise ValueError("privacy.keys is set but privacy.he = 'off' uses no keys")
-        check_secagg(self.privacy, len(names))
         return self
 
     @property

@@ -11,6 +11,7 @@ print(c.decode(c.add(c.encode([1.0, 2.0]), c.encode([3.0, 4.0]))))"
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, Protocol, TypeVar
@@ -99,6 +100,31 @@ def check_payload(codec: str, payload: Payload, length: int | None = None, key_i
         raise CodecError(
             f"payload was encrypted under another key (key id {payload.key_id or 'none'}, expected {key_id})"
         )
+
+
+def dither(key: bytes, tag: str, n: int) -> np.ndarray:
+    """Subtractive dither for the encoding ``tag``: n offsets in [-1/2, 1/2) steps, drawn from
+    ``key`` and the tag, so the decoder (who knows both) removes exactly what was added."""
+    digest = hashlib.blake2b(tag.encode(), key=key, digest_size=16).digest()
+    rng = np.random.Generator(np.random.PCG64(int.from_bytes(digest, "little")))
+    return rng.random(n) - 0.5
+
+
+def quantize(x: np.ndarray, bound: float, bits: int, offsets: np.ndarray) -> np.ndarray:
+    """Signed integers of ``bits`` bits (|q| <= 2^(bits-1) - 1 before the dither) for x in [-bound, bound]."""
+    levels = 2 ** (bits - 1) - 1
+    return np.rint(np.clip(x, -bound, bound) * (levels / bound) + offsets).astype(np.int64)
+
+
+def check_quantizable(x: np.ndarray, bound: float | None, tag: str, codec: str) -> float:
+    """The checks every quantizing codec makes before encoding; returns the bound."""
+    if not np.all(np.isfinite(x)):
+        raise CodecError("refusing to encrypt NaN or infinite values")
+    if bound is None or not bound > 0 or not np.isfinite(bound):
+        raise CodecError(f"the {codec} codec needs a positive finite bound, got {bound}")
+    if not tag:
+        raise CodecError(f"the {codec} codec needs a tag naming this encoding (it seeds the dither)")
+    return float(bound)
 
 
 def unmasked(payload: Payload, masks: Sequence[tuple[bytes, int]]) -> Payload:

@@ -31,7 +31,18 @@ from typing import Any
 import numpy as np
 import tenseal.sealapi as seal
 
-from privacy.codec import Accumulator, CodecError, Payload, RunningSum, add_pair, check_payload, scale_one
+from privacy.codec import (
+    Accumulator,
+    CodecError,
+    Payload,
+    RunningSum,
+    add_pair,
+    check_payload,
+    check_quantizable,
+    dither,
+    quantize,
+    scale_one,
+)
 from privacy.compact import Compact, SealTemplate, WordLayout
 from privacy.masking import Mask, add_mod, combined, sub_mod
 from privacy.params import PackedParams
@@ -133,9 +144,7 @@ class PackedCodec:
         return p.value_bits, p.lanes, p.lane_bits
 
     def _dither(self, tag: str, n: int) -> np.ndarray:
-        digest = hashlib.blake2b(tag.encode(), key=self._dither_key, digest_size=16).digest()
-        rng = np.random.Generator(np.random.PCG64(int.from_bytes(digest, "little")))
-        return rng.random(n) - 0.5
+        return dither(self._dither_key, tag, n)
 
     def encode(
         self,
@@ -149,16 +158,10 @@ class PackedCodec:
         if self._encryptor is None:
             raise CodecError("this context holds no secret key and cannot encrypt")
         x = np.asarray(values, dtype=np.float64).ravel()
-        if not np.all(np.isfinite(x)):
-            raise CodecError("refusing to encrypt NaN or infinite values")
-        if bound is None or not bound > 0 or not np.isfinite(bound):
-            raise CodecError(f"the packed codec needs a positive finite bound, got {bound}")
-        if not tag:
-            raise CodecError("the packed codec needs a tag naming this encoding (it seeds the dither)")
+        bound = check_quantizable(x, bound, tag, "packed")
         bits, lanes, lane_bits = self._layout(exact)
-        levels = 2 ** (bits - 1) - 1
-        q = np.rint(np.clip(x, -bound, bound) * (levels / bound) + self._dither(tag, x.size))
-        unsigned = (q.astype(np.int64) + 2 ** (bits - 1)).astype(np.uint64)  # 1 .. 2^bits - 1
+        q = quantize(x, bound, bits, self._dither(tag, x.size))
+        unsigned = (q + 2 ** (bits - 1)).astype(np.uint64)  # 1 .. 2^bits - 1
         per_ct = lanes * self._slots
         padded = np.zeros(max(1, -(-x.size // per_ct)) * per_ct, dtype=np.uint64)
         padded[: x.size] = unsigned

@@ -154,6 +154,7 @@ def test_silo_dp_under_packed_encryption_with_silo_sampling(ray_local: None, tmp
 
     assert [step for step, _ in history] == [1, 2] and 0 < history[0][1] < history[1][1] <= 8.0
     assert tags["fedsilo.privacy.dp"] == "silo" and tags["fedsilo.privacy.he.scheme"] == "packed"
+    assert tags["fedsilo.privacy.secagg"].startswith("pairwise")  # on by default: 4 silos, packed
     assert tags["fedsilo.privacy.noise_shares_for"] == "3"  # min_silos of the bundled example
     assert run.summary["rounds_completed"] == 2 and run.summary["stopped"] is None
     assert [(r["participants"], len(r["idle"])) for r in rounds] == [(3, 1), (3, 1)]
@@ -161,3 +162,21 @@ def test_silo_dp_under_packed_encryption_with_silo_sampling(ray_local: None, tmp
     by_count = {trained[s]: spent[s][-1] for s in SILOS if trained[s]}
     assert all(spent[s][-1] == pytest.approx(by_count[trained[s]]) for s in SILOS if trained[s])
     assert by_count.get(1, 0) < by_count.get(2, 9)  # one round costs less than two
+
+
+def test_silo_dp_over_a_secure_sum_without_he(ray_local: None, tmp_path: Path) -> None:
+    """he = "off" with secagg: the orchestrator sees only the sum of the noised updates, so
+    min_silos = 3 silos may each add a third of the noise (refused without secagg)."""
+    pipeline = tmp_path / "secure-sum.toml"
+    privacy = '"off"\nsecagg = "pairwise"\ndp = "silo"\nnoise_multiplier = 0.5\nmax_grad_norm = 2.0'
+    pipeline.write_text(kept_in(example_pipeline_text(rounds="2", he=privacy), tmp_path))
+
+    summary, _ = run_in_process(pipeline)
+    tags = _client(tmp_path).get_model_version_by_alias(MODEL, "challenger").tags
+
+    assert summary["rounds_completed"] == 2 and summary["stopped"] is None
+    assert [r["participants"] for r in summary["per_round"]] == [4, 4]
+    assert tags["fedsilo.privacy.he.scheme"] == "off" and tags["fedsilo.privacy.secagg"].startswith(
+        "pairwise"
+    )
+    assert 0.0 <= summary["final"]["metrics"]["accuracy"] <= 1.0

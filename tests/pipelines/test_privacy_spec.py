@@ -228,7 +228,7 @@ def test_secure_aggregation_is_on_by_default_for_packed_he_with_three_silos() ->
 @pytest.mark.parametrize(
     ("privacy", "expected"),
     [
-        ('he = "ckks"\nsecagg = "pairwise"\n', "(CKKS encodes approximate floats); use privacy.he = 'packed'"),
+        ('he = "ckks"\nsecagg = "pairwise"\n', "(CKKS encodes approximate floats); use privacy.he"),
         ('he = "packed"\nthreshold = 4\n', "privacy.threshold = 4 but only 3 silos are listed"),
         ('he = "packed"\nsecagg = "off"\nthreshold = 2\n', "threshold is set but secure aggregation is off"),
         ('he = "packed"\nthreshold = 1\n', "privacy.threshold: Input should be greater than or equal to 2"),

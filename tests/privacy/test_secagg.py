@@ -25,6 +25,7 @@ from privacy.secagg import (
     UnmaskRequest,
     unmask_masks,
 )
+from privacy.secure_sum import SecureSumCodec
 
 BOUND = 4.0
 
@@ -208,3 +209,37 @@ def test_too_few_answers_cannot_unmask() -> None:
 def test_codecs_without_integer_slots_refuse_masks() -> None:
     with pytest.raises(CodecError, match="cannot mask"):
         PlainCodec().encode([1.0], tag="x", masks=[(bytes(32), 1)])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(min_value=2, max_value=6),
+    length=st.integers(min_value=1, max_value=3000),
+    exact=st.booleans(),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_secure_sum_without_he_decodes_only_the_sum(n: int, length: int, exact: bool, seed: int) -> None:
+    # Prepare: n silos mask their quantized vectors (no HE) for one session
+    codec = SecureSumCodec()
+    fed = Federation(n)
+    dealt = fed.deal("s", max(2, n // 2 + 1))
+    members = tuple(sorted(dealt))
+    rng = np.random.default_rng(seed)
+    values = {m: rng.uniform(-BOUND, BOUND, length) for m in members}
+    uploads = {
+        m: codec.encode(values[m], bound=BOUND, tag=f"r/{m}", exact=exact,
+                        masks=fed.sessions[m].masks(MaskRound("s", members)))
+        for m in members
+    }  # fmt: skip
+    running = codec.accumulator()
+    for payload in uploads.values():
+        running.add(payload)
+    answers = [fed.sessions[m].unmask(fed.request("s", dealt, list(members), [], m)) for m in members]
+    masks = unmask_masks("s", members, (), answers, max(2, n // 2 + 1))
+    # Execute
+    total = codec.decode(replace(running.result(0.5), unmask=masks))
+    alone = codec.decode(uploads[members[0]])
+    # Assert: the sum (here halved) to within half a step per silo; one upload alone is noise
+    step = BOUND / (2 ** ((52 if exact else 32) - 1) - 1)
+    assert np.max(np.abs(total - 0.5 * sum(values.values()))) <= n * step
+    assert np.mean(np.abs(alone - values[members[0]]) <= 1.0) < 0.01 or length < 50
