@@ -8,6 +8,7 @@ second reported, with where its time went, and the orchestrator's peak memory.
 
     .venv/bin/python benchmarks/scale.py --json scale.json
     .venv/bin/python benchmarks/scale.py --silos 4 8 --params 10000 100000 --he packed   # quicker
+    .venv/bin/python benchmarks/scale.py --silos 4 8 --params 1000000 --secagg off pairwise  # its cost
 """
 
 from __future__ import annotations
@@ -106,10 +107,10 @@ class SyntheticSilo(SiloWorker):
             hint = self._stage(update, float(ROWS), exact=False)
         return FitRes(self.name, ins.round, hint, ROWS, 0.0, Evaluation(self.name, 10, 1.0, 5), 0.0)
 
-    def encode_staged(self, tag: str, bound: float) -> SignedUpdate:
+    def encode_staged(self, tag: str, bound: float, mask: Any = None) -> SignedUpdate:
         with cpu_slot():
             start = time.perf_counter()
-            update = super().encode_staged(tag, bound)
+            update = super().encode_staged(tag, bound, mask)
             self._times["encrypt"] = time.perf_counter() - start
         return update
 
@@ -117,10 +118,10 @@ class SyntheticSilo(SiloWorker):
         return dict(self._times)
 
 
-def run_config(silos: list[Any], he: HEConfig, n_parameters: int) -> dict[str, Any]:
+def run_config(silos: list[Any], he: HEConfig, n_parameters: int, secagg: bool = False) -> dict[str, Any]:
     ray.get([s.configure.remote(n_parameters) for s in silos])
     handles = {f"s{i}": s for i, s in enumerate(silos)}
-    settings = OrchestratorSettings(min_silos=len(silos), round_timeout_s=1200, he=he)
+    settings = OrchestratorSettings(min_silos=len(silos), round_timeout_s=1200, he=he, secagg=secagg)
     orchestrator = ray.remote(num_cpus=0.1)(Orchestrator).remote(handles, FedAvg(), settings)
     try:
         ray.get(orchestrator.setup.remote())
@@ -134,6 +135,7 @@ def run_config(silos: list[Any], he: HEConfig, n_parameters: int) -> dict[str, A
             "silos": len(silos),
             "parameters": n_parameters,
             "he": he.scheme,
+            "secagg": "pairwise" if secagg else "off",
             "round_s": wall,
             "aggregate_s": record.aggregate_seconds,
             "encrypt_s_per_silo": float(np.mean([t.get("encrypt", 0.0) for t in times])),
@@ -154,6 +156,8 @@ def main() -> None:
     parser.add_argument("--silos", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--params", type=int, nargs="+", default=[10**4, 10**5, 10**6, 10**7])
     parser.add_argument("--he", nargs="+", choices=["packed", "off"], default=["packed", "off"])
+    parser.add_argument("--secagg", nargs="+", choices=["off", "pairwise"], default=["off"],
+                        help="secure aggregation (pairwise masks) off, on, or both side by side")  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     console = Console(width=150)
@@ -170,14 +174,17 @@ def main() -> None:
                     actor.remote(SiloSpec(f"s{i}", "", spec.data, spec.model, he=he)) for i in range(count)
                 ]
                 try:
-                    for n in args.params:
-                        with console.status(f"he={scheme}, {count} silos, {n:,} parameters"):
-                            row = run_config(silos, he, n)
+                    for n, secagg in [(n, m) for n in args.params for m in args.secagg]:
+                        if secagg == "pairwise" and count < 2:
+                            continue
+                        with console.status(f"he={scheme}, {count} silos, {n:,} parameters, secagg {secagg}"):
+                            row = run_config(silos, he, n, secagg == "pairwise")
                         rows.append(row)
                         if args.json:
                             args.json.write_text(json.dumps(rows, indent=2))  # kept if a later row fails
                         console.print(
-                            f"he={scheme:6} silos={count:3} params={n:>10,}: round {row['round_s']:.2f}s, "
+                            f"he={scheme:6} secagg={secagg:8} silos={count:3} params={n:>10,}: "
+                            f"round {row['round_s']:.2f}s, "
                             f"aggregate {row['aggregate_s']:.2f}s, "
                             f"orchestrator peak {row['orchestrator_peak_mb']:.0f} MB "
                             f"(private {row['orchestrator_private_peak_mb']:.0f} MB)"
@@ -188,13 +195,13 @@ def main() -> None:
     finally:
         ray.shutdown()
     table = Table(title="Round cost by silos and parameters (second round of each configuration)")
-    for column in ("he", "silos", "parameters", "round s", "aggregate s", "encrypt s/silo", "decrypt s/silo",
-                   "MB up", "MB down", "orch. MB after set-up", "orch. peak RSS MB",
+    for column in ("he", "secagg", "silos", "parameters", "round s", "aggregate s", "encrypt s/silo",
+                   "decrypt s/silo", "MB up", "MB down", "orch. MB after set-up", "orch. peak RSS MB",
                    "orch. peak private MB"):  # fmt: skip
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(
-            r["he"], str(r["silos"]), f"{r['parameters']:,}", f"{r['round_s']:.2f}",
+            r["he"], r.get("secagg", "off"), str(r["silos"]), f"{r['parameters']:,}", f"{r['round_s']:.2f}",
             f"{r['aggregate_s']:.3f}", f"{r['encrypt_s_per_silo']:.3f}", f"{r['decrypt_s_per_silo']:.3f}",
             f"{r['bytes_up'] / 1e6:.1f}", f"{r['bytes_down'] / 1e6:.1f}",
             f"{r['orchestrator_after_setup_mb']:.0f}", f"{r['orchestrator_peak_mb']:.0f}",
