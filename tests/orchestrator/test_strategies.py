@@ -65,6 +65,7 @@ def _federation(
     strategy: Strategy,
     he: HEConfig,
     classes: dict[str, type] | None = None,
+    secagg: bool = False,
 ) -> tuple[dict[str, Any], Any]:
     silos = {
         name: silo_actor((classes or {}).get(name), num_cpus=0.1)
@@ -72,7 +73,7 @@ def _federation(
         .remote(SiloSpec(name, str(path), DATA, ModelSpec(), he=he))
         for name, path in paths.items()
     }
-    settings = OrchestratorSettings(min_silos=2, round_timeout_s=60.0, he=he)
+    settings = OrchestratorSettings(min_silos=2, round_timeout_s=60.0, he=he, secagg=secagg)
     orchestrator = ray.remote(num_cpus=0.1)(Orchestrator).remote(silos, strategy, settings)
     ray.get(orchestrator.setup.remote())
     return silos, orchestrator
@@ -104,8 +105,8 @@ PACKED = HEConfig(packed=PackedParams(max_silos=4))
     ids=["fedadam", "scaffold"],
 )
 def test_strategy_under_packed_he_runs_and_lowers_the_loss(ray_local, namespace, paths, strategy) -> None:
-    # Prepare
-    silos, orchestrator = _federation(namespace, paths, strategy, PACKED)
+    # Prepare: with secure aggregation (the leader decrypts the unmasked average; SCAFFOLD's [w ; c])
+    silos, orchestrator = _federation(namespace, paths, strategy, PACKED, secagg=True)
     try:
         start = ray.get(orchestrator.evaluate.remote())
         # Execute
