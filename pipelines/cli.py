@@ -26,7 +26,7 @@ from orchestrator.errors import FederationError, SchemaMismatch
 from orchestrator.schema import agree
 from pipelines import build, lifecycle_cli, ops_cli
 from pipelines.checkpoint import CheckpointError
-from pipelines.privacy_report import delta_problems, training_rows_estimate
+from pipelines.privacy_report import delta_problems, privacy_line, training_rows_estimate
 from pipelines.registry import RegistryError
 from pipelines.spec import LoadedPipeline, PipelineError, bundled_example, bundled_examples, load_pipeline
 from privacy.codec import CodecError
@@ -111,6 +111,7 @@ def validate(loaded: LoadedPipeline, console: Console) -> None:
         f"{len(schema.features)} features ({len(schema.categorical)} categorical), "
         f"{schema.n_inputs} model inputs, classes {list(schema.classes)}"
     )
+    console.print(privacy_line(loaded.spec), highlight=False)
     for warning in (w for d in descriptions for w in d.warnings):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
@@ -163,6 +164,7 @@ def validate_task(loaded: LoadedPipeline, console: Console) -> None:
         f"{manifest.size} values exchanged in {len(manifest.tensors)} tensors{frozen}",
         highlight=False,
     )
+    console.print(privacy_line(spec), highlight=False)
 
 
 def prepare_ray_auth(environ: MutableMapping[str, str] = os.environ) -> None:

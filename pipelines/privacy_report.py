@@ -47,6 +47,19 @@ def delta_problems(spec: Pipeline, train_rows: dict[str, int]) -> list[str]:
     return problems
 
 
+def privacy_line(spec: Pipeline) -> str:
+    """One line for `fedsilo validate`: what protects updates and the model."""
+    p, n = spec.privacy, len(spec.silos)
+    if spec.secagg:
+        threshold = p.threshold or n // 2 + 1
+        secagg = (
+            f"pairwise masks, threshold {threshold} of {n} silos (of each sum's silos when fewer take part)"
+        )
+    else:
+        secagg = "off"
+    return f"privacy: he {p.he}, secure aggregation {secagg}, dp {p.dp}"
+
+
 def privacy_tags(spec: Pipeline, codec: dict[str, str], summary: dict[str, Any]) -> dict[str, str]:
     """``fedsilo.privacy.*`` tags for the registered model version and the run.
     ``summary``: `RunSummary.privacy` (epsilon and noise multiplier per silo, contributors)."""

@@ -169,6 +169,7 @@ def test_validate_the_bundled_example() -> None:
     result = fedsilo("validate", str(bundled_example()), cwd=Path.cwd())
     assert result.returncode == 0, result.stderr
     assert "is valid" in result.stdout and "long-beach" in result.stdout
+    assert "secure aggregation pairwise masks, threshold 3 of 4 silos" in " ".join(result.stdout.split())
 
 
 def test_validate_names_the_line_to_fix(tmp_path: Path) -> None:
