@@ -45,23 +45,28 @@ class DiesBeforeUnmaskInRoundThree(SiloWorker):
         return super().unmask(request)
 
 
-def test_secure_sums_survive_silos_dying_before_upload_and_before_unmask(
-    ray_local, namespace, write_table
-) -> None:
-    # Prepare: four silos, packed HE with secure aggregation (threshold 3 of 4)
-    paths = {name: write_table(name, synthetic_silo(60, seed=i)) for i, name in enumerate("abcd")}
-    classes = {"c": DiesBeforeUnmaskInRoundThree, "d": DiesBeforeUploadInRoundTwo}
-    he = HEConfig(packed=PackedParams(max_silos=4))
+def _federation(namespace: str, paths: dict[str, Path], classes: dict[str, type], **settings: Any):
+    he = HEConfig(packed=PackedParams(max_silos=len(paths)))
     silos = {
         name: silo_actor(classes.get(name), num_cpus=0.1)
         .options(name=f"silo:{name}", namespace=namespace, max_restarts=2)
         .remote(SiloSpec(name, str(path), DATA, ModelSpec(), he=he))
         for name, path in paths.items()
     }
-    settings = OrchestratorSettings(
-        min_silos=3, round_timeout_s=60.0, retry_wait_s=1.0, status_timeout_s=90.0, he=he, secagg=True
+    options = {"min_silos": 2, "round_timeout_s": 60.0, "retry_wait_s": 1.0, "status_timeout_s": 90.0}
+    orchestrator = ray.remote(num_cpus=0.1)(Orchestrator).remote(
+        silos, FedAvg(lr=0.1), OrchestratorSettings(he=he, secagg=True, **{**options, **settings})
     )
-    orchestrator = ray.remote(num_cpus=0.1)(Orchestrator).remote(silos, FedAvg(lr=0.1), settings)
+    return silos, orchestrator
+
+
+def test_secure_sums_survive_silos_dying_before_upload_and_before_unmask(
+    ray_local, namespace, write_table
+) -> None:
+    # Prepare: four silos, packed HE with secure aggregation (threshold 3 of 4)
+    paths = {name: write_table(name, synthetic_silo(60, seed=i)) for i, name in enumerate("abcd")}
+    classes = {"c": DiesBeforeUnmaskInRoundThree, "d": DiesBeforeUploadInRoundTwo}
+    silos, orchestrator = _federation(namespace, paths, classes, min_silos=3)
     try:
         report = ray.get(orchestrator.setup.remote())  # both statistics passes are masked sums
         # Execute
@@ -82,6 +87,29 @@ def test_secure_sums_survive_silos_dying_before_upload_and_before_unmask(
         # the masks cancel exactly: the model trained as an unmasked one would (garbage otherwise)
         assert final.accuracy > 0.6 and set(final.per_silo) == set("abcd")
         assert not ray.get(orchestrator.can_decrypt.remote())
+    finally:
+        for handle in [*silos.values(), orchestrator]:
+            ray.kill(handle)
+
+
+def test_one_drop_more_than_the_threshold_allows_fails_the_round_cleanly_and_it_is_retried(
+    ray_local, namespace, write_table
+) -> None:
+    # Prepare: three silos, all three needed (threshold 3); c dies before uploading in round 2
+    paths = {name: write_table(name, synthetic_silo(60, seed=i)) for i, name in enumerate("abc")}
+    silos, orchestrator = _federation(
+        namespace, paths, {"c": DiesBeforeUploadInRoundTwo}, secagg_threshold=3, round_retries=2
+    )
+    try:
+        ray.get(orchestrator.setup.remote())
+        # Execute
+        records = [ray.get(orchestrator.run_round.remote(r)) for r in (1, 2)]
+        # Assert: round 2's first attempt could not be unmasked (2 survivors, threshold 3) and
+        # yielded no aggregate; the second, with c restarted and rejoined, summed all three
+        assert [r.attempts for r in records] == [1, 2]
+        assert tuple(sorted(records[1].participants)) == ("a", "b", "c") and records[1].rejoined == ("c",)
+        final = ray.get(orchestrator.evaluate.remote())
+        assert final.after_round == 2 and final.accuracy > 0.5
     finally:
         for handle in [*silos.values(), orchestrator]:
             ray.kill(handle)
