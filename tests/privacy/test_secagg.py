@@ -50,6 +50,14 @@ class Federation:
         ins = MaskDeal(session, tuple(members), threshold, publics, self.key.public_bytes())
         return {m: self.sessions[m].deal(ins) for m in members}
 
+    def dealt_and_masked(self, session: str, threshold: int) -> tuple[dict, tuple[str, ...]]:
+        """Every silo dealt and masked for ``session``: (what each dealt, the members)."""
+        dealt = self.deal(session, threshold)
+        members = tuple(sorted(dealt))
+        for name in members:
+            self.sessions[name].masks(MaskRound(session, members))
+        return dealt, members
+
     def request(self, session: str, dealt: dict, survivors: list[str], dropped: list[str], to: str):
         relayed = {d: dealt[d].shares[to] for d in dealt if d != to}
         return self.key.request(session, survivors, dropped, relayed)
@@ -147,10 +155,7 @@ def test_masks_are_uniform_below_the_modulus() -> None:
 def test_a_silo_answers_one_set_per_session_and_never_both_kinds(keys: PackedKeys) -> None:
     # Prepare: five silos dealt and masked
     fed = Federation(5)
-    dealt = fed.deal("s", 3)
-    members = tuple(sorted(dealt))
-    for name in members:
-        fed.sessions[name].masks(MaskRound("s", members))
+    dealt, members = fed.dealt_and_masked("s", 3)
     first = fed.sessions["silo-0"].unmask(fed.request("s", dealt, list(members[:4]), [members[4]], "silo-0"))
     # Execute / Assert: the same set again is answered, a different one (silo-4 now a survivor,
     # after its pair seeds were asked for) is refused
@@ -162,10 +167,7 @@ def test_a_silo_answers_one_set_per_session_and_never_both_kinds(keys: PackedKey
 
 def test_unsigned_or_too_small_survivor_sets_are_refused(keys: PackedKeys) -> None:
     fed = Federation(5)
-    dealt = fed.deal("s", 3)
-    members = tuple(sorted(dealt))
-    for name in members:
-        fed.sessions[name].masks(MaskRound("s", members))
+    dealt, members = fed.dealt_and_masked("s", 3)
     good = fed.request("s", dealt, list(members[:3]), list(members[3:]), "silo-0")
     forged = UnmaskRequest(
         "s", good.survivors[:2], (*good.dropped, good.survivors[2]), good.signature, good.relayed
@@ -198,10 +200,7 @@ def test_sessions_are_never_dealt_twice_and_tampered_shares_are_named(keys: Pack
 def test_too_few_answers_cannot_unmask() -> None:
     with pytest.raises(SecAggError, match="1 silos answered the unmask step, the threshold is 2"):
         fed = Federation(3)
-        dealt = fed.deal("s", 2)
-        members = tuple(sorted(dealt))
-        for name in members:
-            fed.sessions[name].masks(MaskRound("s", members))
+        dealt, members = fed.dealt_and_masked("s", 2)
         answer = fed.sessions["silo-0"].unmask(fed.request("s", dealt, list(members), [], "silo-0"))
         unmask_masks("s", members, (), [answer], 2)
 
