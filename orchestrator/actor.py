@@ -253,6 +253,9 @@ class Orchestrator:
         keys: dict[str, SiloKeys] = self._setup_step("registering silo keys", "public_keys", lambda _: ())
         self._signing = {name: k.signing for name, k in keys.items()}
         self._sealing = {name: k.sealing for name, k in keys.items()}
+        if self._settings.secagg:
+            key = self._secagg_key.public_bytes()
+            self._setup_step("registering the orchestrator's key", "trust_orchestrator", lambda _: (key,))
         self._prepare_he(keys)
 
     def _setup_task(self, descriptions: list[SiloDescription], start: float) -> SetupReport:
@@ -372,6 +375,8 @@ class Orchestrator:
             )
         self._signing[name] = keys.signing
         self._sealing[name] = keys.sealing
+        if self._settings.secagg:
+            ray.get(handle.trust_orchestrator.remote(self._secagg_key.public_bytes()), timeout=timeout)
         self._incarnations[name] = ray.get(handle.status.remote(), timeout=timeout).incarnation
 
     def _refresh(self) -> tuple[list[str], list[str], list[SiloFailure]]:

@@ -86,6 +86,12 @@ def deal(
         else:
             dealt[name] = res
     failures += [SiloFailure(name, "did not deal its shares in time") for name in refs.values()]
+    if len(dealt) < max(2, threshold):
+        reasons = "; ".join(f"{f.silo}: {f.reason}" for f in failures)
+        raise SecAggError(
+            f"session {session}: {len(dealt)} of {len(members)} silos dealt their shares, the threshold "
+            f"is {threshold} ({reasons})"
+        )
     return Masked(MaskRound(session, tuple(sorted(dealt))), threshold, dealt, tuple(failures))
 
 

@@ -146,26 +146,36 @@ class MaskingSession:
     """A silo's side of secure aggregation. Holds its X25519 key's agreements and its seeds;
     lives in the silo process (never pickled)."""
 
-    def __init__(self, silo: str, sealing: SealingKey, federation: str) -> None:
+    def __init__(self, silo: str, sealing: SealingKey) -> None:
         self.silo = silo
         self._sealing = sealing
-        self._federation = federation.encode()
         self._sessions: dict[str, _Session] = {}  # the latest few; older ones are forgotten
         self._used: set[str] = set()  # every session ever dealt: seeds are never derived twice
         self._orchestrator_key: bytes | None = None
 
-    def _pair_key(self, peer: str, public: bytes) -> bytes:
+    def _pair_key(self, peer: str, public: bytes, federation: str) -> bytes:
         shared = self._sealing.agree(public)
         pair = "|".join(sorted((self.silo, peer))).encode()
-        return _hkdf(shared, b"fedsilo-secagg-pair-v1|" + pair, salt=self._federation)
+        return _hkdf(shared, b"fedsilo-secagg-pair-v1|" + pair, salt=federation.encode())
+
+    def trust(self, key: bytes) -> bool:
+        """Pin the orchestrator's signing key (at set-up; a replaced orchestrator sets up again).
+        Returns whether it differs from the key pinned before (the silo logs that)."""
+        changed = self._orchestrator_key is not None and key != self._orchestrator_key
+        self._orchestrator_key = key
+        return changed
 
     def _pin(self, key: bytes) -> None:
         if self._orchestrator_key is None:
             self._orchestrator_key = key
         elif key != self._orchestrator_key:
-            raise SecAggError(f"silo {self.silo!r}: the orchestrator's signing key changed; refusing")
+            raise SecAggError(
+                f"silo {self.silo!r}: the deal is signed for another orchestrator key than the one "
+                "registered at set-up; refusing"
+            )
 
-    def deal(self, ins: MaskDeal) -> Dealt:
+    def deal(self, ins: MaskDeal, federation: str) -> Dealt:
+        """``federation`` (the silo's own name for it, e.g. its HE key id) salts every pair key."""
         members = ins.members
         if self.silo not in members or list(members) != sorted(set(members)):
             raise SecAggError(f"session {ins.session}: members {list(members)} must be sorted and hold us")
@@ -179,7 +189,7 @@ class MaskingSession:
         if missing:
             raise SecAggError(f"session {ins.session}: no X25519 key for {missing}")
         session = ins.session.encode()
-        pair_keys = {p: self._pair_key(p, ins.sealing[p]) for p in peers}
+        pair_keys = {p: self._pair_key(p, ins.sealing[p], federation) for p in peers}
         pair_seeds = {p: _hkdf(k, b"fedsilo-secagg-mask|" + session) for p, k in pair_keys.items()}
         share_keys = {p: _hkdf(k, b"fedsilo-secagg-share|" + session) for p, k in pair_keys.items()}
         self_seed = os.urandom(SEED_BYTES)

@@ -270,13 +270,21 @@ class SiloWorker:
     # -- secure aggregation (privacy/secagg.py) ------------------------------------
 
     def _masking(self) -> MaskingSession:
-        if self._secagg is None:  # bound to the federation's HE key: pair keys differ per key set
-            self._secagg = MaskingSession(self.name, self._sealing, f"fedsilo/{self._key_id()}")
+        if self._secagg is None:
+            self._secagg = MaskingSession(self.name, self._sealing)
         return self._secagg
+
+    def trust_orchestrator(self, key: bytes) -> None:
+        """At set-up: the orchestrator's Ed25519 key, which must sign every unmask request."""
+        if self._masking().trust(key):
+            logger.warning(
+                "silo %s: the orchestrator's signing key changed (a new orchestrator set up)", self.name
+            )
 
     def deal_masks(self, ins: MaskDeal) -> Dealt:
         """Draw this sum's self-mask, derive the pair seeds, share both t-of-n to the members."""
-        return self._masking().deal(ins)
+        # pair keys are bound to the federation's HE key (none: the plaintext secure sum)
+        return self._masking().deal(ins, f"fedsilo/{self._key_id() or 'plain'}")
 
     def unmask(self, request: UnmaskRequest) -> UnmaskShares:
         """Shares for the orchestrator's signed survivor and dropped sets (refused if they

@@ -38,17 +38,17 @@ def keys() -> PackedKeys:
 class Federation:
     """n silos' masking sessions and an orchestrator key, as the actors hold them."""
 
-    def __init__(self, n: int, federation: str = "fed") -> None:
+    def __init__(self, n: int) -> None:
         self.names = [f"silo-{i}" for i in range(n)]
         self.sealing = {name: SealingKey.generate() for name in self.names}
-        self.sessions = {name: MaskingSession(name, self.sealing[name], federation) for name in self.names}
+        self.sessions = {name: MaskingSession(name, self.sealing[name]) for name in self.names}
         self.key = OrchestratorKey()
 
     def deal(self, session: str, threshold: int, members: list[str] | None = None) -> dict:
         members = sorted(members or self.names)
         publics = {m: self.sealing[m].public_bytes() for m in members}
         ins = MaskDeal(session, tuple(members), threshold, publics, self.key.public_bytes())
-        return {m: self.sessions[m].deal(ins) for m in members}
+        return {m: self.sessions[m].deal(ins, "fed") for m in members}
 
     def dealt_and_masked(self, session: str, threshold: int) -> tuple[dict, tuple[str, ...]]:
         """Every silo dealt and masked for ``session``: (what each dealt, the members)."""
@@ -242,3 +242,35 @@ def test_secure_sum_without_he_decodes_only_the_sum(n: int, length: int, exact: 
     step = BOUND / (2 ** ((52 if exact else 32) - 1) - 1)
     assert np.max(np.abs(total - 0.5 * sum(values.values()))) <= n * step
     assert np.mean(np.abs(alone - values[members[0]]) <= 1.0) < 0.01 or length < 50
+
+
+def test_pair_seeds_are_bound_to_the_federation_and_the_session() -> None:
+    # Prepare: the same two silos' keys in two federations and two sessions
+    fed = Federation(2)
+    publics = {m: fed.sealing[m].public_bytes() for m in fed.names}
+
+    def pair_mask(session: str, federation: str) -> bytes:
+        ins = MaskDeal(session, tuple(fed.names), 2, publics, fed.key.public_bytes())
+        fed.sessions["silo-0"].deal(ins, federation)
+        (_, (seed, _)) = fed.sessions["silo-0"].masks(MaskRound(session, tuple(fed.names)))
+        return seed
+
+    # Execute / Assert: a seed is never reused across sessions or federations
+    assert len({pair_mask("s1", "a"), pair_mask("s2", "a"), pair_mask("s3", "b")}) == 3
+
+
+def test_a_new_orchestrator_key_registered_at_set_up_replaces_the_old() -> None:
+    fed = Federation(3)
+    dealt, members = fed.dealt_and_masked("s", 2)
+    replacement = OrchestratorKey()
+    # a deal or request signed by an unregistered key is refused...
+    with pytest.raises(SecAggError, match="another orchestrator key"):
+        ins = MaskDeal(
+            "t", members, 2, {m: fed.sealing[m].public_bytes() for m in members}, replacement.public_bytes()
+        )
+        fed.sessions["silo-0"].deal(ins, "fed")
+    # ...until the replacement sets up (registers its key); it then signs the unmask step
+    assert fed.sessions["silo-0"].trust(replacement.public_bytes())
+    relayed = {d: dealt[d].shares["silo-0"] for d in members if d != "silo-0"}
+    answer = fed.sessions["silo-0"].unmask(replacement.request("s", list(members), [], relayed))
+    assert set(answer.self_masks) == set(members)
