@@ -135,7 +135,8 @@ def test_a_killed_orchestrator_is_replaced_and_the_run_goes_on(ray_local, tmp_pa
     from pipelines.runner import RunOptions, run_federation
     from pipelines.spec import load_pipeline
 
-    pipeline = _pipeline(tmp_path, he='"off"')
+    # packed HE with secure aggregation (4 silos): the replacement registers its own signing key
+    pipeline = _pipeline(tmp_path)
     text = pipeline.read_text().replace("sqlite:///mlruns.db", f"sqlite:///{tmp_path / 'mlruns.db'}")
     pipeline.write_text(text)
     namespace = ray.get_runtime_context().namespace
