@@ -102,12 +102,16 @@ def check_payload(codec: str, payload: Payload, length: int | None = None, key_i
         )
 
 
-def dither(key: bytes, tag: str, n: int) -> np.ndarray:
-    """Subtractive dither for the encoding ``tag``: n offsets in [-1/2, 1/2) steps, drawn from
-    ``key`` and the tag, so the decoder (who knows both) removes exactly what was added."""
+def dither(key: bytes, tag: str, n: int, start: int = 0) -> np.ndarray:
+    """Subtractive dither for the encoding ``tag``: offsets ``start`` to ``start + n`` in
+    [-1/2, 1/2) steps, drawn from ``key`` and the tag, so the decoder (who knows both)
+    removes exactly what was added; a block of a large vector is drawn on its own (PCG64
+    advances to ``start``: one draw per value)."""
     digest = hashlib.blake2b(tag.encode(), key=key, digest_size=16).digest()
-    rng = np.random.Generator(np.random.PCG64(int.from_bytes(digest, "little")))
-    return rng.random(n) - 0.5
+    generator = np.random.PCG64(int.from_bytes(digest, "little"))
+    if start:
+        generator.advance(start)
+    return np.random.Generator(generator).random(n) - 0.5
 
 
 def quantize(x: np.ndarray, bound: float, bits: int, offsets: np.ndarray) -> np.ndarray:
@@ -176,6 +180,8 @@ class RunningSum(Generic[T]):
                 f"payloads quantized differently (bound {first.bound} vs {payload.bound}, layout "
                 f"{first.layout} vs {payload.layout}) cannot be added"
             )
+        if first is not None and len(payload.chunks) != len(first.chunks):
+            raise CodecError(f"payload has {len(payload.chunks)} chunks, the sum {len(first.chunks)}")
         if duplicates := sorted(set(self._terms) & set(payload.terms)):
             raise CodecError(f"duplicate contribution {duplicates}")
         count = len(self._terms) + len(payload.terms)

@@ -1,9 +1,11 @@
 """Masks for secure aggregation: a seed expanded into uniform integers mod a modulus.
 
-AES-256-CTR from `cryptography` (keyed by the 32-byte seed, zero nonce: every seed keys
-one stream) draws 64-bit words; each is cut to the modulus's bit length and words at or
-above the modulus are rejected, so every mask value is uniform in [0, modulus). Masks
-are added to quantized integers before encryption and subtracted after decryption.
+AES-256-CTR from `cryptography` (keyed by the 32-byte seed) draws 64-bit words; each is
+cut to the modulus's bit length and words at or above the modulus are rejected, so every
+mask value is uniform in [0, modulus). A vector is masked row by row (a row: one
+ciphertext's slots, or `ROW` values), row r from its own counter block (r * 2^64 on), so a
+codec can mask and unmask a large model block by block. Masks are added to quantized
+integers before encryption and subtracted after decryption.
 
     python -c "from privacy.masking import expand; print(expand(bytes(32), 4, 97))"
 """
@@ -18,17 +20,18 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 Mask = tuple[bytes, int]  # (32-byte seed, +1 or -1): how the expanded mask enters a sum
 
 SEED_BYTES = 32
+ROW = 4096  # values per mask row where a codec has no ciphertext rows of its own
 
 
-def expand(seed: bytes, count: int, modulus: int) -> np.ndarray:
-    """``count`` uniform integers in [0, modulus) (uint64), the same for the same seed."""
+def expand(seed: bytes, count: int, modulus: int, row: int = 0) -> np.ndarray:
+    """``count`` uniform integers in [0, modulus) (uint64): row ``row`` of the seed's mask."""
     if len(seed) != SEED_BYTES:
         raise ValueError(f"a mask seed has {SEED_BYTES} bytes, got {len(seed)}")
     if not 2 <= modulus <= 2**63:
         raise ValueError(f"mask modulus {modulus} out of range")
     bits = (modulus - 1).bit_length()
     keep = np.uint64((1 << bits) - 1)
-    stream = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+    stream = Cipher(algorithms.AES(seed), modes.CTR((row << 64).to_bytes(16, "big"))).encryptor()
     out = np.empty(count, dtype=np.uint64)
     filled = 0
     while filled < count:
@@ -43,13 +46,20 @@ def expand(seed: bytes, count: int, modulus: int) -> np.ndarray:
     return out
 
 
-def combined(masks: Sequence[Mask], count: int, modulus: int) -> np.ndarray:
-    """The sum of signed masks mod ``modulus`` (what they add to a vector of ``count`` values)."""
+def combined(
+    masks: Sequence[Mask], count: int, modulus: int, row_length: int = ROW, first_row: int = 0
+) -> np.ndarray:
+    """The sum of signed masks mod ``modulus`` over ``count`` values that start at row
+    ``first_row`` of rows of ``row_length`` (what the masks add to that block of a vector)."""
     total = np.zeros(count, dtype=np.uint64)
+    rows = -(-count // row_length)
     for seed, sign in masks:
         if sign not in (1, -1):
             raise ValueError(f"a mask's sign is +1 or -1, got {sign}")
-        m = expand(seed, count, modulus)
+        parts = [
+            expand(seed, min(row_length, count - r * row_length), modulus, first_row + r) for r in range(rows)
+        ]
+        m = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
         total = add_mod(total, m, modulus) if sign > 0 else sub_mod(total, m, modulus)
     return total
 

@@ -49,6 +49,9 @@ from privacy.params import PackedParams
 
 # float64 holds integers exactly up to 2^53: the exact (statistics) layout stays below.
 MAX_EXACT_BITS = 52
+# Ciphertexts encoded or decoded at a time: a silo's temporaries stay at about 25 MB however
+# large the model (64 ciphertexts of 4096 slots, 3 lanes: 786,432 values).
+BLOCK = 64
 
 
 class _SealFiles:
@@ -143,9 +146,6 @@ class PackedCodec:
             return bits, 1, bits + p.headroom_bits
         return p.value_bits, p.lanes, p.lane_bits
 
-    def _dither(self, tag: str, n: int) -> np.ndarray:
-        return dither(self._dither_key, tag, n)
-
     def encode(
         self,
         values: Sequence[float] | np.ndarray,
@@ -160,23 +160,24 @@ class PackedCodec:
         x = np.asarray(values, dtype=np.float64).ravel()
         bound = check_quantizable(x, bound, tag, "packed")
         bits, lanes, lane_bits = self._layout(exact)
-        q = quantize(x, bound, bits, self._dither(tag, x.size))
-        unsigned = (q + 2 ** (bits - 1)).astype(np.uint64)  # 1 .. 2^bits - 1
-        per_ct = lanes * self._slots
-        padded = np.zeros(max(1, -(-x.size // per_ct)) * per_ct, dtype=np.uint64)
-        padded[: x.size] = unsigned
+        per_ct, t = lanes * self._slots, self.plain_modulus
+        count = max(1, -(-x.size // per_ct))
         shifts = (np.arange(lanes, dtype=np.uint64) * np.uint64(lane_bits))[None, :, None]
-        slots = np.bitwise_or.reduce(padded.reshape(-1, lanes, self._slots) << shifts, axis=1)
-        if masks:  # secure aggregation: uniform mod t, so one upload decrypts to noise
-            slots = add_mod(
-                slots.ravel(), combined(masks, slots.size, self.plain_modulus), self.plain_modulus
-            )
-            slots = slots.reshape(-1, self._slots)
         chunks = []
         plain = seal.Plaintext()
-        for row in slots:
-            self._encoder.encode(row.tolist(), plain)
-            chunks.append(self._compact(self._files.dump(self._encryptor.encrypt_symmetric(plain))))
+        for first in range(0, count, BLOCK):  # a block at a time: temporaries stay small
+            rows = min(BLOCK, count - first)
+            a, b = first * per_ct, min(x.size, (first + rows) * per_ct)
+            q = quantize(x[a:b], bound, bits, dither(self._dither_key, tag, b - a, start=a))
+            padded = np.zeros(rows * per_ct, dtype=np.uint64)
+            padded[: b - a] = (q + 2 ** (bits - 1)).astype(np.uint64)  # 1 .. 2^bits - 1
+            slots = np.bitwise_or.reduce(padded.reshape(rows, lanes, self._slots) << shifts, axis=1)
+            if masks:  # secure aggregation: uniform mod t, so one upload decrypts to noise
+                mask = combined(masks, slots.size, t, self._slots, first)
+                slots = add_mod(slots.ravel(), mask, t).reshape(rows, self._slots)
+            for row in slots:
+                self._encoder.encode(row.tolist(), plain)
+                chunks.append(self._compact(self._files.dump(self._encryptor.encrypt_symmetric(plain))))
         return Payload(
             self.name, tuple(chunks), int(x.size), bound=float(bound), layout=(bits, lanes, lane_bits),
             terms=(tag,), key_id=self.key_id,
@@ -190,34 +191,31 @@ class PackedCodec:
 
     def _load(self, payload: Payload) -> list[Compact]:
         check_payload(self.name, payload, key_id=self.key_id)
+        return [self._read(chunk) for chunk in payload.chunks]
+
+    def _read(self, chunk: bytes) -> Compact:
         try:
-            return [Compact.from_bytes(c, self.words) for c in payload.chunks]
+            return Compact.from_bytes(chunk, self.words)
         except CodecError as err:
             raise CodecError(f"unreadable BFV ciphertext: {err}") from err
 
-    def _ciphertexts(self, payload: Payload) -> list[seal.Ciphertext]:
-        """SEAL ciphertexts of a (summed) payload: c0 as sent, each c1 regenerated from its seed by
-        SEAL's loader and added (a silo's work: it needs a template from its own encryption)."""
-        items = self._load(payload)
+    def _ciphertext(self, item: Compact) -> seal.Ciphertext:
+        """The SEAL ciphertext of a (summed) compact one: c0 as sent, each c1 regenerated from its
+        seed by SEAL's loader and added (a silo's work: it needs a template from its own encryption)."""
         if self._template is None and self._encryptor is not None:
             self._compact(self._files.dump(self._encryptor.encrypt_symmetric(seal.Plaintext("0"))))
         assert self._template is not None
-        zeros = np.zeros_like
-        out = []
         try:
-            for item in items:
-                ct = self._files.load(
-                    seal.Ciphertext(), self._context, self._template.blob(item.words, item.seeds[0])
-                )
-                for seed in item.seeds[1:]:
-                    other = self._files.load(
-                        seal.Ciphertext(), self._context, self._template.blob(zeros(item.words), seed)
-                    )
-                    self._evaluator.add_inplace(ct, other)
-                out.append(ct)
+            ct = self._files.load(
+                seal.Ciphertext(), self._context, self._template.blob(item.words, item.seeds[0])
+            )
+            zeros = np.zeros_like(item.words)
+            for seed in item.seeds[1:]:
+                other = self._files.load(seal.Ciphertext(), self._context, self._template.blob(zeros, seed))
+                self._evaluator.add_inplace(ct, other)
         except Exception as err:  # SEAL raises bare RuntimeError/ValueError on bad bytes
             raise CodecError(f"unreadable BFV ciphertext: {err}") from err
-        return out
+        return ct
 
     def accumulator(self) -> Accumulator:
         """c0 words summed with numpy as they arrive (no SEAL object, no key); seeds collected.
@@ -246,25 +244,36 @@ class PackedCodec:
             raise CodecError("this context holds no secret key and cannot decrypt")
         if payload.layout is None or payload.bound is None:
             raise CodecError("packed payload without its quantization layout")
+        check_payload(self.name, payload, key_id=self.key_id)
         bits, lanes, lane_bits = payload.layout
-        shifts = (np.arange(lanes, dtype=np.uint64) * np.uint64(lane_bits))[:, None]
-        mask = np.uint64((1 << lane_bits) - 1)
-        rows = []
+        per_ct, t = lanes * self._slots, self.plain_modulus
+        if len(payload.chunks) * per_ct < payload.length:
+            raise CodecError(f"{len(payload.chunks)} ciphertexts cannot hold {payload.length} values")
+        shifts = (np.arange(lanes, dtype=np.uint64) * np.uint64(lane_bits))[None, :, None]
+        lane = np.uint64((1 << lane_bits) - 1)
+        offset = len(payload.terms) * 2 ** (bits - 1)
+        step = payload.bound / (2 ** (bits - 1) - 1) * payload.scale
+        out = np.empty(payload.length)
         plain = seal.Plaintext()
-        for ct in self._ciphertexts(payload):
-            self._decryptor.decrypt(ct, plain)
-            rows.append(np.array(self._encoder.decode_uint64(plain), dtype=np.uint64))
-        slots = np.stack(rows)
-        if payload.unmask:  # secure aggregation: the masks left in the sum, rebuilt from shares
-            t = self.plain_modulus
-            slots = sub_mod(slots.ravel(), combined(payload.unmask, slots.size, t), t).reshape(slots.shape)
-        total = ((slots[:, None, :] >> shifts) & mask).reshape(-1)[: payload.length].astype(np.int64)
-        total -= len(payload.terms) * 2 ** (bits - 1)
-        dither = np.zeros(payload.length)
-        for tag in payload.terms:
-            dither += self._dither(tag, payload.length)
-        step = payload.bound / (2 ** (bits - 1) - 1)
-        return (total.astype(np.float64) - dither) * step * payload.scale
+        for first in range(0, len(payload.chunks), BLOCK):  # a block at a time: temporaries stay small
+            rows = []
+            for chunk in payload.chunks[first : first + BLOCK]:
+                self._decryptor.decrypt(self._ciphertext(self._read(chunk)), plain)
+                rows.append(np.array(self._encoder.decode_uint64(plain), dtype=np.uint64))
+            slots = np.stack(rows)
+            if payload.unmask:  # secure aggregation: the masks left in the sum, rebuilt from shares
+                mask = combined(payload.unmask, slots.size, t, self._slots, first)
+                slots = sub_mod(slots.ravel(), mask, t).reshape(slots.shape)
+            a = first * per_ct
+            b = min(payload.length, a + slots.shape[0] * per_ct)
+            if b <= a:
+                break
+            total = ((slots[:, None, :] >> shifts) & lane).reshape(-1)[: b - a].astype(np.int64) - offset
+            dithers = np.zeros(b - a)
+            for tag in payload.terms:
+                dithers += dither(self._dither_key, tag, b - a, start=a)
+            out[a:b] = (total.astype(np.float64) - dithers) * step
+        return out
 
     def describe(self) -> dict[str, str]:
         p = self.params

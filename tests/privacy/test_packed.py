@@ -12,6 +12,7 @@ from hypothesis.extra.numpy import arrays
 
 from privacy.aggregate import WeightedSum, bound_hint, encode_weighted
 from privacy.codec import CodecError, Payload
+from privacy.codec import dither as codec_dither
 from privacy.packed import PackedCodec, PackedKeys, public_packed_codec
 from privacy.params import PackedParams
 
@@ -32,7 +33,7 @@ def dequantized(codec: PackedCodec, x: np.ndarray, bound: float, tag: str, exact
     """What one encoding stands for, computed in the clear: the reference for the sums."""
     bits, _, _ = codec._layout(exact)
     step = bound / (2 ** (bits - 1) - 1)
-    dither = codec._dither(tag, x.size)
+    dither = codec_dither(codec._dither_key, tag, x.size)
     return (np.rint(np.clip(x, -bound, bound) / step + dither) - dither) * step
 
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privacy.codec import CodecError, PlainCodec
+from privacy.codec import CodecError, PlainCodec, dither
 from privacy.masking import combined, expand
-from privacy.packed import PackedCodec, PackedKeys, public_packed_codec
+from privacy.packed import BLOCK, PackedCodec, PackedKeys, public_packed_codec
 from privacy.params import PackedParams
 from privacy.sealing import SealingKey
 from privacy.secagg import (
@@ -274,3 +274,36 @@ def test_a_new_orchestrator_key_registered_at_set_up_replaces_the_old() -> None:
     relayed = {d: dealt[d].shares["silo-0"] for d in members if d != "silo-0"}
     answer = fed.sessions["silo-0"].unmask(replacement.request("s", list(members), [], relayed))
     assert set(answer.self_masks) == set(members)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    count=st.integers(min_value=1, max_value=5000),
+    row=st.sampled_from([7, 64, 4096]),
+    cut=st.integers(min_value=0, max_value=40),
+)
+def test_masks_and_dither_drawn_block_by_block_equal_the_whole(count: int, row: int, cut: int) -> None:
+    # Prepare: a vector's masks and dither, whole and from a row boundary on
+    masks = [(bytes(range(32)), 1), (bytes(32), -1)]
+    first = min(cut, -(-count // row))
+    start = first * row
+    # Execute
+    whole = combined(masks, count, 97, row)
+    tail = combined(masks, max(0, count - start), 97, row, first)
+    full, part = dither(b"k", "t", count), dither(b"k", "t", max(0, count - start), start=start)
+    # Assert
+    assert np.array_equal(whole[start:], tail) and np.array_equal(full[start:], part)
+
+
+def test_a_model_of_several_blocks_sums_exactly_under_masks(keys: PackedKeys) -> None:
+    # Prepare: 3 silos, a vector longer than one block of ciphertexts (BLOCK x 4096 x lanes)
+    codec = keys.codec()
+    orchestrator = public_packed_codec(keys.public_bytes(), keys.params, keys.key_id)
+    length = BLOCK * keys.params.values_per_ciphertext + 12345
+    rng = np.random.default_rng(3)
+    values = {f"silo-{i}": rng.uniform(-BOUND, BOUND, length) for i in range(3)}
+    # Execute: one silo drops after dealing
+    total, survivors = masked_sum(codec, orchestrator, Federation(3), values, no_upload={"silo-2"})
+    # Assert
+    step = BOUND / (2 ** (keys.params.value_bits - 1) - 1)
+    assert np.max(np.abs(total - values["silo-0"] - values["silo-1"])) <= step + 1e-9
