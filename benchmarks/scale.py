@@ -1,4 +1,4 @@
-"""How rounds scale with silos and model size: 4 to 32 silos, 10^4 to 10^7 parameters, HE on and off.
+"""How rounds scale with silos and model size: 4 to 32 silos, 10^4 to 10^8 parameters, HE on and off.
 
 The silos are simulated on this machine: `SyntheticSilo` is the real silo actor without data
 or training (its "local update" is the global model plus noise), so the key exchange, the
@@ -9,6 +9,11 @@ second reported, with where its time went, and the orchestrator's peak memory.
     .venv/bin/python benchmarks/scale.py --json scale.json
     .venv/bin/python benchmarks/scale.py --silos 4 8 --params 10000 100000 --he packed   # quicker
     .venv/bin/python benchmarks/scale.py --silos 4 8 --params 1000000 --secagg off pairwise  # its cost
+    .venv/bin/python benchmarks/scale.py --silos 4 --params 100000000 --he packed off  # 10^8, minutes
+
+JSON rows carry he, secagg, silos, params, round_s, aggregate_s, up_bytes_per_param,
+down_bytes_per_param (per silo), orchestrator_peak_mb and silo_peak_mb (a silo process's
+peak resident memory so far: the silo actors serve every configuration of a silo count).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Iterator
@@ -115,7 +121,9 @@ class SyntheticSilo(SiloWorker):
         return update
 
     def times(self) -> dict[str, float]:
-        return dict(self._times)
+        """Where this silo's time went, and its process's peak resident memory so far (MB)."""
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {**self._times, "peak_mb": peak}
 
 
 def run_config(silos: list[Any], he: HEConfig, n_parameters: int, secagg: bool = False) -> dict[str, Any]:
@@ -131,9 +139,14 @@ def run_config(silos: list[Any], he: HEConfig, n_parameters: int, secagg: bool =
         record = ray.get(orchestrator.run_round.remote(2))
         wall = time.perf_counter() - start
         times = ray.get([s.times.remote() for s in silos])
+        count = len(silos)
         return {
-            "silos": len(silos),
+            "silos": count,
             "parameters": n_parameters,
+            "params": n_parameters,
+            "up_bytes_per_param": record.bytes_up / count / n_parameters,
+            "down_bytes_per_param": record.bytes_down / count / n_parameters,
+            "silo_peak_mb": max(t["peak_mb"] for t in times),  # a silo process's peak RSS so far
             "he": he.scheme,
             "secagg": "pairwise" if secagg else "off",
             "round_s": wall,
@@ -155,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--silos", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--params", type=int, nargs="+", default=[10**4, 10**5, 10**6, 10**7])
-    parser.add_argument("--he", nargs="+", choices=["packed", "off"], default=["packed", "off"])
+    parser.add_argument("--he", nargs="+", choices=["packed", "ckks", "off"], default=["packed", "off"])
     parser.add_argument("--secagg", nargs="+", choices=["off", "pairwise"], default=["off"],
                         help="secure aggregation (pairwise masks) off, on, or both side by side")  # fmt: skip
     parser.add_argument("--json", type=Path)
@@ -195,14 +208,16 @@ def main() -> None:
     finally:
         ray.shutdown()
     table = Table(title="Round cost by silos and parameters (second round of each configuration)")
-    for column in ("he", "secagg", "silos", "parameters", "round s", "aggregate s", "encrypt s/silo",
-                   "decrypt s/silo", "MB up", "MB down", "orch. MB after set-up", "orch. peak RSS MB",
-                   "orch. peak private MB"):  # fmt: skip
+    columns = ("he", "secagg", "silos", "parameters", "round s", "aggregate s", "encrypt s/silo",
+               "decrypt s/silo", "up B/param", "down B/param", "silo peak MB", "MB up", "MB down",
+               "orch. MB after set-up", "orch. peak RSS MB", "orch. peak private MB")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(
             r["he"], r.get("secagg", "off"), str(r["silos"]), f"{r['parameters']:,}", f"{r['round_s']:.2f}",
             f"{r['aggregate_s']:.3f}", f"{r['encrypt_s_per_silo']:.3f}", f"{r['decrypt_s_per_silo']:.3f}",
+            f"{r['up_bytes_per_param']:.2f}", f"{r['down_bytes_per_param']:.2f}", f"{r['silo_peak_mb']:.0f}",
             f"{r['bytes_up'] / 1e6:.1f}", f"{r['bytes_down'] / 1e6:.1f}",
             f"{r['orchestrator_after_setup_mb']:.0f}", f"{r['orchestrator_peak_mb']:.0f}",
             f"{r['orchestrator_private_peak_mb']:.0f}",
