@@ -122,6 +122,7 @@ def silo_specs(
                 tracking_uri=warm_start[1] if warm_start else None,
                 task=task,
                 publishes=s.name == spec.publisher,
+                workers=max(1, int(spec.resources.cpus_per_silo)),
             )
         )
     return specs

@@ -152,7 +152,7 @@ class CKKSKeys:
             )
         )
 
-    def codec(self) -> CKKSCodec:
+    def codec(self, workers: int = 1) -> CKKSCodec:  # TenSEAL's CKKS vectors: one process
         return CKKSCodec(self._context, self.params, self.key_id)
 
     def __reduce__(self) -> tuple[object, ...]:

@@ -24,9 +24,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import tenseal.sealapi as seal
@@ -45,7 +45,11 @@ from privacy.codec import (
 )
 from privacy.compact import Compact, SealTemplate, WordLayout
 from privacy.masking import Mask, add_mod, combined, sub_mod
+from privacy.packed_workers import Workers, decrypt_chunks, encrypt_rows
 from privacy.params import PackedParams
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 # float64 holds integers exactly up to 2^53: the exact (statistics) layout stays below.
 MAX_EXACT_BITS = 52
@@ -118,6 +122,7 @@ class PackedCodec:
         key_id: str,
         secret: seal.SecretKey | None = None,
         dither_key: bytes = b"",
+        workers: Workers | None = None,
     ) -> None:
         self.params = params
         self.key_id = key_id
@@ -128,6 +133,7 @@ class PackedCodec:
         self._encryptor = seal.Encryptor(self._context, secret) if secret is not None else None
         self._decryptor = seal.Decryptor(self._context, secret) if secret is not None else None
         self._dither_key = dither_key
+        self._workers = workers  # encryption processes (cpus_per_silo >= 2); None: this process
         self._slots = params.poly_modulus_degree
         moduli = self._context.first_context_data().parms().coeff_modulus()
         self.words = WordLayout(params.poly_modulus_degree, tuple(m.value() for m in moduli))
@@ -163,25 +169,50 @@ class PackedCodec:
         per_ct, t = lanes * self._slots, self.plain_modulus
         count = max(1, -(-x.size // per_ct))
         shifts = (np.arange(lanes, dtype=np.uint64) * np.uint64(lane_bits))[None, :, None]
-        chunks = []
-        plain = seal.Plaintext()
-        for first in range(0, count, BLOCK):  # a block at a time: temporaries stay small
-            rows = min(BLOCK, count - first)
-            a, b = first * per_ct, min(x.size, (first + rows) * per_ct)
-            q = quantize(x[a:b], bound, bits, dither(self._dither_key, tag, b - a, start=a))
-            padded = np.zeros(rows * per_ct, dtype=np.uint64)
-            padded[: b - a] = (q + 2 ** (bits - 1)).astype(np.uint64)  # 1 .. 2^bits - 1
-            slots = np.bitwise_or.reduce(padded.reshape(rows, lanes, self._slots) << shifts, axis=1)
-            if masks:  # secure aggregation: uniform mod t, so one upload decrypts to noise
-                mask = combined(masks, slots.size, t, self._slots, first)
-                slots = add_mod(slots.ravel(), mask, t).reshape(rows, self._slots)
-            for row in slots:
-                self._encoder.encode(row.tolist(), plain)
-                chunks.append(self._compact(self._files.dump(self._encryptor.encrypt_symmetric(plain))))
+
+        def blocks() -> Iterator[np.ndarray]:  # a block at a time: temporaries stay small
+            for first in range(0, count, BLOCK):
+                rows = min(BLOCK, count - first)
+                a, b = first * per_ct, min(x.size, (first + rows) * per_ct)
+                q = quantize(x[a:b], bound, bits, dither(self._dither_key, tag, b - a, start=a))
+                padded = np.zeros(rows * per_ct, dtype=np.uint64)
+                padded[: b - a] = (q + 2 ** (bits - 1)).astype(np.uint64)  # 1 .. 2^bits - 1
+                slots = np.bitwise_or.reduce(padded.reshape(rows, lanes, self._slots) << shifts, axis=1)
+                if masks:  # secure aggregation: uniform mod t, so one upload decrypts to noise
+                    mask = combined(masks, slots.size, t, self._slots, first)
+                    slots = add_mod(slots.ravel(), mask, t).reshape(rows, self._slots)
+                yield slots
+
+        encrypted = self._map(encrypt_rows, self.encrypt_rows, blocks())
+        chunks = [chunk for block in encrypted for chunk in block]
         return Payload(
             self.name, tuple(chunks), int(x.size), bound=float(bound), layout=(bits, lanes, lane_bits),
             terms=(tag,), key_id=self.key_id,
         )  # fmt: skip
+
+    def _map(self, in_worker: Callable[[A], R], here: Callable[[A], R], items: Iterable[A]) -> Iterator[R]:
+        """Blocks through the worker processes when there are any, else in this process."""
+        return self._workers.map(in_worker, items) if self._workers is not None else map(here, items)
+
+    def encrypt_rows(self, rows: np.ndarray) -> list[bytes]:
+        """Slot rows (each below t) -> compact ciphertexts (what a worker process does)."""
+        assert self._encryptor is not None
+        plain = seal.Plaintext()
+        out = []
+        for row in rows:
+            self._encoder.encode(row.tolist(), plain)
+            out.append(self._compact(self._files.dump(self._encryptor.encrypt_symmetric(plain))))
+        return out
+
+    def decrypt_chunks(self, chunks: Sequence[bytes]) -> np.ndarray:
+        """Compact (summed) ciphertexts -> their slot rows mod t (what a worker process does)."""
+        assert self._decryptor is not None
+        plain = seal.Plaintext()
+        rows = []
+        for chunk in chunks:
+            self._decryptor.decrypt(self._ciphertext(self._read(chunk)), plain)
+            rows.append(np.array(self._encoder.decode_uint64(plain), dtype=np.uint64))
+        return np.stack(rows)
 
     def _compact(self, blob: bytes) -> bytes:
         """SEAL's seeded ciphertext (zstd) -> the compact wire form: c0 bit-packed, and the seed."""
@@ -254,13 +285,10 @@ class PackedCodec:
         offset = len(payload.terms) * 2 ** (bits - 1)
         step = payload.bound / (2 ** (bits - 1) - 1) * payload.scale
         out = np.empty(payload.length)
-        plain = seal.Plaintext()
-        for first in range(0, len(payload.chunks), BLOCK):  # a block at a time: temporaries stay small
-            rows = []
-            for chunk in payload.chunks[first : first + BLOCK]:
-                self._decryptor.decrypt(self._ciphertext(self._read(chunk)), plain)
-                rows.append(np.array(self._encoder.decode_uint64(plain), dtype=np.uint64))
-            slots = np.stack(rows)
+        firsts = range(0, len(payload.chunks), BLOCK)  # a block at a time: temporaries stay small
+        groups = (payload.chunks[first : first + BLOCK] for first in firsts)
+        decrypted = self._map(decrypt_chunks, self.decrypt_chunks, groups)
+        for first, slots in zip(firsts, decrypted, strict=True):
             if payload.unmask:  # secure aggregation: the masks left in the sum, rebuilt from shares
                 mask = combined(payload.unmask, slots.size, t, self._slots, first)
                 slots = sub_mod(slots.ravel(), mask, t).reshape(slots.shape)
@@ -335,8 +363,10 @@ class PackedKeys:
         """The encryption parameters: enough to add ciphertexts, nothing to decrypt or encrypt."""
         return _SealFiles().dump(self._parms)
 
-    def codec(self) -> PackedCodec:
-        return PackedCodec(self.params, self._parms, self.key_id, self._secret, self._dither_key)
+    def codec(self, workers: int = 1) -> PackedCodec:
+        """A codec that encrypts and decrypts; ``workers`` >= 2: in that many processes."""
+        pool = Workers(workers, self._secret_bytes, self.params) if workers >= 2 else None
+        return PackedCodec(self.params, self._parms, self.key_id, self._secret, self._dither_key, pool)
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("PackedKeys hold a secret key and must never be pickled")

@@ -13,7 +13,9 @@ SCHEMES = ("packed", "ckks", "off")
 class SecretKeys(Protocol):
     key_id: str
 
-    def codec(self) -> Codec: ...
+    def codec(self, workers: int = 1) -> Codec:
+        """``workers`` >= 2: encrypt and decrypt in that many processes (where the scheme can)."""
+        ...
 
     def secret_bytes(self) -> bytes: ...
 

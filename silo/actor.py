@@ -214,7 +214,7 @@ class SiloWorker:
 
     def _install(self, keys: SecretKeys) -> None:
         self._keys = keys
-        self._codec = keys.codec()
+        self._codec = keys.codec(workers=self.spec.workers)
         backup = self.spec.he_key_backup_path
         if backup is not None and backup != self.spec.he_secret_path:
             write_secret_key_file(backup, self.spec.he, keys)

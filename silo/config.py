@@ -64,6 +64,9 @@ class SiloSpec:
     # The silo that publishes the final model imports MLflow on a thread once set up, so that
     # publishing does not start with a second of imports after the last round.
     publishes: bool = False
+    # Processes that encrypt and decrypt (packed HE): the whole CPUs the silo was given
+    # (`cpus_per_silo`), since SEAL's bindings hold the GIL and threads would not help.
+    workers: int = 1
 
     @property
     def table(self) -> DataSpec:

@@ -45,12 +45,14 @@ class DiesBeforeUnmaskInRoundThree(SiloWorker):
         return super().unmask(request)
 
 
-def _federation(namespace: str, paths: dict[str, Path], classes: dict[str, type], **settings: Any):
+def _federation(
+    namespace: str, paths: dict[str, Path], classes: dict[str, type], workers: int = 1, **settings: Any
+):
     he = HEConfig(packed=PackedParams(max_silos=len(paths)))
     silos = {
         name: silo_actor(classes.get(name), num_cpus=0.1)
         .options(name=f"silo:{name}", namespace=namespace, max_restarts=2)
-        .remote(SiloSpec(name, str(path), DATA, ModelSpec(), he=he))
+        .remote(SiloSpec(name, str(path), DATA, ModelSpec(), he=he, workers=workers if name == "a" else 1))
         for name, path in paths.items()
     }
     options = {"min_silos": 2, "round_timeout_s": 60.0, "retry_wait_s": 1.0, "status_timeout_s": 90.0}
@@ -95,10 +97,11 @@ def test_secure_sums_survive_silos_dying_before_upload_and_before_unmask(
 def test_one_drop_more_than_the_threshold_allows_fails_the_round_cleanly_and_it_is_retried(
     ray_local, namespace, write_table
 ) -> None:
-    # Prepare: three silos, all three needed (threshold 3); c dies before uploading in round 2
+    # Prepare: three silos, all three needed (threshold 3); c dies before uploading in round 2;
+    # a encrypts and decrypts in two worker processes (cpus_per_silo = 2)
     paths = {name: write_table(name, synthetic_silo(60, seed=i)) for i, name in enumerate("abc")}
     silos, orchestrator = _federation(
-        namespace, paths, {"c": DiesBeforeUploadInRoundTwo}, secagg_threshold=3, round_retries=2
+        namespace, paths, {"c": DiesBeforeUploadInRoundTwo}, workers=2, secagg_threshold=3, round_retries=2
     )
     try:
         ray.get(orchestrator.setup.remote())

@@ -177,3 +177,22 @@ def test_parameters_that_cannot_pack_a_value_are_refused() -> None:
     with pytest.raises(ValueError, match="need 76 bits per lane"):
         PackedParams(value_bits=60, max_silos=65536).check()
     assert PackedParams(max_silos=4).lanes == 3 and PackedParams(max_silos=16).lanes == 2
+
+
+def test_worker_processes_encrypt_and_decrypt_as_this_process_does() -> None:
+    # Prepare: one key; a codec in this process and one with two worker processes
+    keys = PackedKeys.generate()
+    here, workers = keys.codec(), keys.codec(workers=2)
+    x = np.random.default_rng(5).uniform(-2.0, 2.0, 3 * keys.params.values_per_ciphertext * 40)
+    try:
+        # Execute: each encodes, both decode the other's and the sum
+        a, b = here.encode(x, bound=2.0, tag="a"), workers.encode(-x / 2, bound=2.0, tag="b")
+        total = here.add(a, b)
+        # Assert: the same values whichever process encrypted or decrypted
+        assert np.array_equal(here.decode(b), workers.decode(b))
+        assert np.array_equal(here.decode(total), workers.decode(total))
+        assert np.max(np.abs(workers.decode(total) - x / 2)) <= 2.0 / (2**15 - 1)
+    finally:
+        workers._workers.close()
+    with pytest.raises(TypeError, match="never be pickled"):
+        pickle.dumps(keys.codec(workers=2)._workers)
