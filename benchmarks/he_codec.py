@@ -24,6 +24,7 @@ repository root:
 
     .venv/bin/python benchmarks/he_codec.py --json he_codec.json
     .venv/bin/python benchmarks/he_codec.py --params 100000 --repeat 3   # quicker
+    .venv/bin/python benchmarks/he_codec.py --params 10000000 --workers 2  # and encryption processes
 """
 
 from __future__ import annotations
@@ -199,10 +200,14 @@ def fedsilo_ckks(silos: int) -> Fedsilo:
     return Fedsilo("fedsilo-ckks", [keys.codec() for _ in range(silos)], orchestrator)
 
 
-def fedsilo_default(silos: int) -> tuple[Fedsilo, PackedParams]:
+def fedsilo_default(silos: int, workers: int = 1) -> tuple[Fedsilo, PackedParams]:
     keys = PackedKeys.generate(PackedParams(max_silos=silos))
     orchestrator = public_packed_codec(keys.public_bytes(), keys.params, keys.key_id)
-    return Fedsilo("fedsilo-default", [keys.codec() for _ in range(silos)], orchestrator), keys.params
+    name = "fedsilo-default" if workers == 1 else f"fedsilo-default, {workers} worker processes"
+    if workers == 1:
+        return Fedsilo(name, [keys.codec() for _ in range(silos)], orchestrator), keys.params
+    shared = keys.codec(workers=workers)  # the silos take turns here: one pool serves them all
+    return Fedsilo(name, [shared] * silos, orchestrator), keys.params
 
 
 @dataclass
@@ -294,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="time each step this many times (median)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="also time the packed codec with this many encryption processes")  # fmt: skip
     args = parser.parse_args(argv)
     if args.params < 1 or args.silos < 2 or args.repeat < 1:
         parser.error("need --params >= 1, --silos >= 2, --repeat >= 1")
@@ -313,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     busy = 0.0  # largest CPU/wall ratio of any timed step: > 1 means more than one core was used
     packed_params: PackedParams | None = None
-    for name in CODECS:
+    extra = [f"fedsilo-default, {args.workers} worker processes"] if args.workers >= 2 else []
+    for name in [*CODECS, *extra]:
         with console.status(f"{name}: keys"):
             bench: Bench
             if name == "plaintext-float32":
@@ -324,11 +332,11 @@ def main(argv: list[str] | None = None) -> int:
                 bench = fedsilo_ckks(args.silos)
                 bench.bound = bound
             else:
-                bench, packed_params = fedsilo_default(args.silos)
+                bench, packed_params = fedsilo_default(args.silos, 1 if name in CODECS else args.workers)
                 bench.bound = bound
         with console.status(f"{name}: {args.silos} silos encrypt, aggregate, decrypt"):
             row, timings = run(bench, xs, exact, args.repeat)
-        if name == "fedsilo-default" and packed_params is not None:
+        if name.startswith("fedsilo-default") and packed_params is not None:
             row.quantization_step = bound / (2 ** (packed_params.value_bits - 1) - 1)
             row.error_in_steps = row.max_abs_error / row.quantization_step
         busy = max([busy, *(t.cpu_s / t.wall_s for t in timings if t.wall_s > 0.05)])
