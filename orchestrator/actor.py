@@ -152,8 +152,8 @@ class Orchestrator:
             out.failures += masked.failures
             out.bytes_up += sum(len(b) for d in masked.dealt.values() for b in d.shares.values())
             hints = {name: hints[name] for name in masked.members}
-        mask_round = masked.round if masked is not None else None
-        refs = {self._silos[n].encode_staged.remote(f"{phase}/{n}", bound, mask_round): n for n in hints}
+        extra = (masked.round,) if masked is not None else ()  # unmasked: the two-argument call
+        refs = {self._silos[n].encode_staged.remote(f"{phase}/{n}", bound, *extra): n for n in hints}
         for name, update in arrivals(refs, deadline):
             started = time.perf_counter()
             try:

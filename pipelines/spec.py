@@ -139,16 +139,16 @@ def check_strategy(
     """Strategy settings that only make sense together; raises ValueError saying what to choose.
     A round goes ahead with min_silos answers, so what a rule needs is checked against those."""
     strategy = training.strategy
+    if strategy in ROBUST and he != "off":
+        raise ValueError(
+            f"training.strategy = {strategy!r} must see single updates, which privacy.he = {he!r} hides; "
+            "use privacy.he = 'off' or strategy = 'fedavg' with training.clip_norm"
+        )
     if strategy in ROBUST and secagg:
         raise ValueError(
             f"training.strategy = {strategy!r} must see single updates, which secure aggregation hides; "
             "set privacy.secagg = 'off' (the orchestrator then sees each update) or use 'fedavg' with "
             "training.clip_norm"
-        )
-    if strategy in ROBUST and he != "off":
-        raise ValueError(
-            f"training.strategy = {strategy!r} must see single updates, which privacy.he = {he!r} hides; "
-            "use privacy.he = 'off' or strategy = 'fedavg' with training.clip_norm"
         )
     if strategy in ROBUST and min_silos < 3:
         raise ValueError(

@@ -350,7 +350,7 @@ def test_plaintext_orchestrator_bounds_every_update_from_round_one(ray_local, na
     codec = PlainCodec()
     try:
         setup = ray.get(orchestrator.setup.remote())
-        assert setup.codec == {"scheme": "off"}
+        assert setup.codec == {"scheme": "off", "secagg": "off"}
         initial = codec.decode(ray.get(silos["north"].initial_weights.remote()))
         models = [initial]
         # Execute

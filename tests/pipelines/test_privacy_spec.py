@@ -239,3 +239,12 @@ def test_impossible_secure_aggregation_settings_are_refused(privacy: str, expect
     with pytest.raises(PipelineError) as caught:
         _secagg(privacy)
     assert any(expected in p for p in caught.value.problems), caught.value.problems
+
+
+def test_a_robust_rule_with_a_secure_sum_is_refused_saying_why() -> None:
+    text = BASE.replace("[privacy]\n", THIRD_SILO + '[training]\nstrategy = "median"\n\n[privacy]\n')
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline(text + 'secagg = "pairwise"\n', Path("/p/pipeline.toml"))
+    assert any(
+        "'median' must see single updates, which secure aggregation hides" in p for p in caught.value.problems
+    )
