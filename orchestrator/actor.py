@@ -20,7 +20,7 @@ import resource
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
@@ -467,15 +467,19 @@ class Orchestrator:
         average = self._finish_sum(running.mean(), masks)
         add_seconds += time.perf_counter() - started
         opt = self._strategy.server_opt
-        if opt is None:
+        reseed = self._codec.name == "packed" and len(average.terms) > self._settings.reseed_above
+        if opt is None and not reseed:
             self._global = average
         else:
             step_ins = ServerStepIns(server_round, average, self._global, self._server_state, opt)
             step = leader_step(
-                self._silos, accepted, step_ins, self._signing, self._codec, self._n_parameters,
-                self._settings.round_timeout_s, failure_reason,
+                self._silos, accepted, step_ins, self._signing, self._codec,
+                self._strategy.payload_length(self._n_parameters), self._settings.round_timeout_s,
+                failure_reason,
             )  # fmt: skip
             failures += step.failures
+            if step.global_payload is None and opt is None:  # no re-encryption: the seeds stay
+                step = replace(step, global_payload=average)
             if step.global_payload is None:
                 raise RoundFailed(server_round, 0, 1, failures)
             self._global, self._server_state = step.global_payload, step.state

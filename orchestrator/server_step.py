@@ -38,7 +38,7 @@ class LeaderResult:
 def _checked(
     res: ServerStepRes, name: str, ins: ServerStepIns, signing: bytes, codec: Codec, length: int
 ) -> tuple[Payload, tuple[Payload, ...]]:
-    names = ("global", *ins.opt.state_names)
+    names = ("global", *(ins.opt.state_names if ins.opt is not None else ()))
     updates: tuple[SignedUpdate, ...] = (res.global_update, *res.state)
     if len(updates) != len(names):
         raise CodecError(f"server step returned {len(updates)} vectors, expected {len(names)}")

@@ -37,3 +37,7 @@ class OrchestratorSettings:
     # no coalition of the orchestrator with fewer than `secagg_threshold` silos reads an update.
     secagg: bool = False
     secagg_threshold: int | None = None  # None: floor(n/2) + 1 of each sum's members
+    # A packed average of more uploads than this is re-encrypted by one silo (the server-step
+    # leader) before it is sent to all: each upload leaves a c1 seed in the sum that every
+    # decrypting silo would otherwise regenerate (O(silos) each, O(silos^2) in all).
+    reseed_above: int = 8

@@ -513,18 +513,22 @@ class SiloWorker:
         the optimizer state, apply the step every silo would apply, re-encrypt and sign each."""
         codec = self._require_codec()
         average = codec.decode(ins.average)
+
+        def signed(name: str, values: np.ndarray, exact: bool = True) -> SignedUpdate:
+            tag = f"round-{ins.round}/server/{name}"
+            hint = bound_hint(values)  # one vector, its own range; the 52-bit layout keeps tiny entries
+            item = encode_weighted(codec, values, 1.0, bound=hint, tag=tag, exact=exact)
+            return self._signer.sign(self.name, tag, item)
+
+        if ins.opt is None:  # re-encryption only: the average, one fresh ciphertext per block
+            if not np.all(np.isfinite(average)):
+                raise ValueError("the average has NaN or infinite weights")
+            return ServerStepRes(signed("global", average, exact=False), ())
         previous = self._initial if ins.previous is None else codec.decode(ins.previous)
         state = OptState(*(codec.decode(p) for p in ins.state)) if ins.state else None
         weights, new_state = server_step(ins.opt, previous, average, state)
         if not np.all(np.isfinite(weights)):
             raise ValueError("server step produced NaN or infinite weights (server_lr too high?)")
-
-        def signed(name: str, values: np.ndarray) -> SignedUpdate:
-            tag = f"round-{ins.round}/server/{name}"
-            hint = bound_hint(values)  # one vector, its own range; the 52-bit layout keeps tiny entries
-            item = encode_weighted(codec, values, 1.0, bound=hint, tag=tag, exact=True)
-            return self._signer.sign(self.name, tag, item)
-
         pairs = zip(ins.opt.state_names, new_state.vectors(), strict=True)
         return ServerStepRes(signed("global", weights), tuple(signed(n, v) for n, v in pairs))
 

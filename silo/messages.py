@@ -165,7 +165,9 @@ class ServerStepIns:
     average: Payload
     previous: Payload | None
     state: tuple[Payload, ...]
-    opt: ServerOpt
+    # None: re-encryption only. A packed sum carries one c1 seed per silo, which every silo
+    # would regenerate to decrypt it; the leader does it once and sends one fresh ciphertext.
+    opt: ServerOpt | None
 
 
 @dataclass(frozen=True)

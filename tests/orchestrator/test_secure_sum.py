@@ -116,3 +116,27 @@ def test_one_drop_more_than_the_threshold_allows_fails_the_round_cleanly_and_it_
     finally:
         for handle in [*silos.values(), orchestrator]:
             ray.kill(handle)
+
+
+def test_a_sum_of_many_uploads_is_re_encrypted_by_one_silo_before_it_goes_to_all(
+    ray_local, namespace, write_table
+) -> None:
+    # Prepare: three silos; re-encrypt any average of more than 2 uploads (default: 8)
+    paths = {name: write_table(name, synthetic_silo(60, seed=i)) for i, name in enumerate("abc")}
+    silos, orchestrator = _federation(namespace, paths, {}, reseed_above=2)
+    try:
+        ray.get(orchestrator.setup.remote())
+        # Execute
+        records = [ray.get(orchestrator.run_round.remote(r)) for r in (1, 2, 3)]
+        state = ray.get(orchestrator.state.remote())
+        final = ray.get(orchestrator.evaluate.remote())
+        # Assert: the global model is one silo's fresh, signed encryption (one c1 seed a
+        # ciphertext, not three), and it trains as the seeded sum would
+        assert state.global_payload.terms == ("round-3/server/global",)
+        seeds = {int.from_bytes(chunk[4:8], "little") for chunk in state.global_payload.chunks}
+        assert seeds == {1}  # the compact header: b"FSC1", then the seed count
+        assert all(len(r.participants) == 3 for r in records)
+        assert final.accuracy > 0.6
+    finally:
+        for handle in [*silos.values(), orchestrator]:
+            ray.kill(handle)
