@@ -154,13 +154,13 @@ class Orchestrator:
             hints = {name: hints[name] for name in masked.members}
         extra = (masked.round,) if masked is not None else ()  # unmasked: the two-argument call
         refs = {self._silos[n].encode_staged.remote(f"{phase}/{n}", bound, *extra): n for n in hints}
+        upload = self._upload_codec()
         for name, update in arrivals(refs, deadline):
             started = time.perf_counter()
             try:
                 if isinstance(update, RayError):
                     raise update
                 item = verify_update(update, name, f"{phase}/{name}", self._signing[name])
-                upload = self._upload_codec()
                 check_payload(upload.name, item.payload, length, key_id=upload.key_id)
                 check_weight(item.weight)
                 running.add(item)  # streamed: one running sum, never every update at once

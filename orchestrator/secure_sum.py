@@ -32,6 +32,7 @@ from privacy.secagg import (
     SecAggError,
     UnmaskShares,
     default_threshold,
+    quorum,
     unmask_masks,
 )
 
@@ -69,10 +70,10 @@ def deal(
     """Ask every silo that staged to deal its shares; the members are those that did."""
     members = tuple(sorted(staged))
     threshold = threshold_for(len(members), configured)
-    if len(members) < max(2, threshold):
+    if len(members) < quorum(threshold):
         raise SecAggError(
             f"session {session}: {len(members)} silos staged, secure aggregation needs "
-            f"{max(2, threshold)} (threshold {threshold})"
+            f"{quorum(threshold)} (threshold {threshold})"
         )
     ins = MaskDeal(session, members, threshold, {m: sealing[m] for m in members}, key.public_bytes())
     refs = {silos[name].deal_masks.remote(ins): name for name in members}
@@ -86,7 +87,7 @@ def deal(
         else:
             dealt[name] = res
     failures += [SiloFailure(name, "did not deal its shares in time") for name in refs.values()]
-    if len(dealt) < max(2, threshold):
+    if len(dealt) < quorum(threshold):
         reasons = "; ".join(f"{f.silo}: {f.reason}" for f in failures)
         raise SecAggError(
             f"session {session}: {len(dealt)} of {len(members)} silos dealt their shares, the threshold "
@@ -106,7 +107,7 @@ def unmask(
     session, threshold = masked.round.session, masked.threshold
     survivors = tuple(sorted(accepted))
     dropped = tuple(m for m in masked.members if m not in accepted)
-    if len(survivors) < max(2, threshold):
+    if len(survivors) < quorum(threshold):
         raise SecAggError(
             f"session {session}: {len(survivors)} uploads summed, the threshold is {threshold} "
             f"(at most {len(masked.members) - threshold} of {len(masked.members)} may drop out)"

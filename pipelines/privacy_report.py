@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from pipelines.spec import Pipeline
+from privacy.secagg import default_threshold
 
 PREFIX = "fedsilo.privacy."
 
@@ -51,7 +52,7 @@ def privacy_line(spec: Pipeline) -> str:
     """One line for `fedsilo validate`: what protects updates and the model."""
     p, n = spec.privacy, len(spec.silos)
     if spec.secagg:
-        threshold = p.threshold or n // 2 + 1
+        threshold = p.threshold or default_threshold(n)
         secagg = (
             f"pairwise masks, threshold {threshold} of {n} silos (of each sum's silos when fewer take part)"
         )

@@ -55,6 +55,11 @@ def default_threshold(members: int) -> int:
     return members // 2 + 1
 
 
+def quorum(threshold: int) -> int:
+    """The fewest silos a masked sum may hold: the threshold, and never one honest silo alone."""
+    return max(2, threshold)
+
+
 @dataclass(frozen=True)
 class MaskDeal:
     """The orchestrator's request to deal: who is in the session and their X25519 keys."""
@@ -257,7 +262,7 @@ class MaskingSession:
             )
         if self.silo not in survivors:
             raise SecAggError(f"{label}: this silo uploaded but is listed as dropped")
-        need = max(2, state.deal.threshold)
+        need = quorum(state.deal.threshold)
         if len(survivors) < need:
             raise SecAggError(
                 f"{label}: {len(survivors)} survivors, fewer than {need}: the sum would reveal an update"

@@ -62,6 +62,11 @@ def _federation(
     return silos, orchestrator
 
 
+def _cleanup(silos: dict[str, Any], orchestrator: Any) -> None:
+    for handle in [*silos.values(), orchestrator]:
+        ray.kill(handle)
+
+
 def test_secure_sums_survive_silos_dying_before_upload_and_before_unmask(
     ray_local, namespace, write_table
 ) -> None:
@@ -90,8 +95,7 @@ def test_secure_sums_survive_silos_dying_before_upload_and_before_unmask(
         assert final.accuracy > 0.6 and set(final.per_silo) == set("abcd")
         assert not ray.get(orchestrator.can_decrypt.remote())
     finally:
-        for handle in [*silos.values(), orchestrator]:
-            ray.kill(handle)
+        _cleanup(silos, orchestrator)
 
 
 def test_one_drop_more_than_the_threshold_allows_fails_the_round_cleanly_and_it_is_retried(
@@ -114,8 +118,7 @@ def test_one_drop_more_than_the_threshold_allows_fails_the_round_cleanly_and_it_
         final = ray.get(orchestrator.evaluate.remote())
         assert final.after_round == 2 and final.accuracy > 0.5
     finally:
-        for handle in [*silos.values(), orchestrator]:
-            ray.kill(handle)
+        _cleanup(silos, orchestrator)
 
 
 def test_a_sum_of_many_uploads_is_re_encrypted_by_one_silo_before_it_goes_to_all(
@@ -138,5 +141,4 @@ def test_a_sum_of_many_uploads_is_re_encrypted_by_one_silo_before_it_goes_to_all
         assert all(len(r.participants) == 3 for r in records)
         assert final.accuracy > 0.6
     finally:
-        for handle in [*silos.values(), orchestrator]:
-            ray.kill(handle)
+        _cleanup(silos, orchestrator)
