@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import MutableMapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -24,7 +25,7 @@ from rich.table import Table
 
 from orchestrator.errors import FederationError, SchemaMismatch
 from orchestrator.schema import agree
-from pipelines import build, lifecycle_cli, ops_cli
+from pipelines import build, lifecycle_cli, ops_cli, site_cli
 from pipelines.checkpoint import CheckpointError
 from pipelines.privacy_report import delta_problems, privacy_line, training_rows_estimate
 from pipelines.registry import RegistryError
@@ -60,8 +61,13 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a pipeline and every silo's data")
     validate.add_argument("pipeline", type=Path)
+    validate.add_argument(
+        "--against-sites", action="store_true",
+        help="ask every remote site whether it would accept this run (no data is opened)",
+    )  # fmt: skip
 
     lifecycle_cli.add_commands(commands)  # evaluate, promote, review
+    site_cli.add_parser(commands)  # site serve, site audit
 
     keys = commands.add_parser("keys", help="homomorphic-encryption keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -88,8 +94,26 @@ def keys_init(loaded: LoadedPipeline, out: Path | None, console: Console) -> Non
     )
 
 
-def validate(loaded: LoadedPipeline, console: Console) -> None:
-    """Every check that needs no training, run against the files on this machine."""
+def validate(loaded: LoadedPipeline, console: Console, against_sites: bool = False) -> int:
+    """Every check that needs no training, run against the files on this machine (local silos),
+    then, with ``against_sites``, each remote site's answer. 1 when a site would not take part."""
+    spec = loaded.spec
+    local = [s for s in spec.silos if not spec.is_remote(s)]
+    if local:
+        validate_local(replace(loaded, spec=spec.model_copy(update={"silos": local})), console)
+    else:
+        console.print(privacy_line(spec), highlight=False)
+    if spec.remote_silos and not against_sites:
+        console.print(f"remote silos {spec.remote_silos}: their sites check their own data; "
+                      "ask them with --against-sites", highlight=False)  # fmt: skip
+    if not against_sites:
+        return 0
+    if not spec.remote_silos:
+        raise PipelineError(loaded.path, ["--against-sites: this pipeline has no remote silos"])
+    return site_cli.ask(loaded, console)
+
+
+def validate_local(loaded: LoadedPipeline, console: Console) -> None:
     if loaded.spec.task is not None:
         validate_task(loaded, console)
         return
@@ -188,8 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     err_console = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, to copy
     try:
         if args.command == "validate":
-            validate(load_pipeline(args.pipeline), console)
-            return 0
+            return validate(load_pipeline(args.pipeline), console, args.against_sites)
+        if args.command == "site":
+            return site_cli.main(args)
         if args.command in lifecycle_cli.COMMANDS:
             return lifecycle_cli.run_command(args, console, err_console)
         if args.command == "keys":

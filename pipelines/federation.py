@@ -16,8 +16,10 @@ from orchestrator.actor import Orchestrator, failure_reason
 from orchestrator.errors import FederationError
 from orchestrator.records import SetupReport
 from pipelines import build, checkpoint, placement
+from pipelines import remote as remote_sites
 from pipelines.spec import LoadedPipeline
 from silo.actor import silo_actor
+from silo.config import SiloSpec
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ class Federation:
             return checkpoint.privacy_state_path(checkpoints, run_id, silo)
 
         specs = build.silo_specs(loaded, backup, resume, dp_state=dp_state, warm_start=warm_start)
+        remote = set(spec.remote_silos)
         self.silos: dict[str, Any] = {
             s.name: silo_cls.options(
                 name=f"silo:{s.name}",
@@ -109,9 +112,14 @@ class Federation:
                 max_restarts=spec.resources.silo_restarts,
             ).remote(s)
             for s in specs
+            if s.name not in remote
         }
+        self.gateway: Any = None
+        self.site_answers: list[remote_sites.SiteAnswer] = []  # refusals and absences: the run goes on
         self.orchestrator: Any = None
         try:
+            if remote:
+                self._join_sites(run_id, [s for s in specs if s.name in remote])
             if orchestrate:
                 self._spawn_orchestrator(known_key)
             self._wait_placed(spec.resources.placement_timeout_s)
@@ -119,9 +127,30 @@ class Federation:
             self.stop()  # pending actors would keep their names (silo:<name>) taken
             raise
 
+    def _join_sites(self, run_id: str, specs: list[SiloSpec]) -> None:
+        """Start the gateway, one proxy per remote silo, and keep the sites that accept the run."""
+        spec = self._loaded.spec
+        assert spec.federation is not None
+        self.gateway, port = remote_sites.start_gateway(self._loaded, self._namespace)
+        logger.info("gateway listening on port %d for sites %s", port, spec.remote_silos)
+        run = remote_sites.terms(self._loaded, run_id)
+        proxies = {s.name: remote_sites.proxy(s, run, self.gateway, self._namespace) for s in specs}
+        self.silos.update(proxies)
+        for answer in remote_sites.join(proxies, spec.federation.connect_timeout_s):
+            if not answer.accepted:
+                logger.warning("site %s is left out of this run: %s", answer.site, answer.message)
+                self.site_answers.append(answer)
+                ray.kill(self.silos.pop(answer.site))
+        if len(self.silos) < spec.min_silos:
+            reasons = "\n  ".join(f"{a.site}: {a.message}" for a in self.site_answers)
+            raise FederationError(
+                f"only {len(self.silos)} silo(s) can take part but min_silos = {spec.min_silos}:\n  {reasons}"
+            )
+
     def _wait_placed(self, timeout: float) -> None:
         """Every silo placed and started within ``timeout``, or a clear error naming the silos."""
-        refs = {h.status.remote(): name for name, h in self.silos.items()}
+        remote = set(self._loaded.spec.remote_silos)  # their sites have answered already (_join_sites)
+        refs = {h.status.remote(): name for name, h in self.silos.items() if name not in remote}
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         failed: list[str] = []
         for ref in ready:
@@ -168,7 +197,15 @@ class Federation:
                 time.sleep(0.2)
 
     def stop(self) -> None:
-        for handle in [*self.silos.values(), *([self.orchestrator] if self.orchestrator is not None else [])]:
+        if self.gateway is not None:
+            try:
+                ray.get(self.gateway.stop.remote(), timeout=10)
+            except ray.exceptions.RayError as err:
+                logger.warning("the gateway did not stop cleanly: %s", failure_reason(err))
+        for handle in [
+            *self.silos.values(),
+            *(h for h in (self.orchestrator, self.gateway) if h is not None),
+        ]:
             ray.kill(handle)
 
 

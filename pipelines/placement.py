@@ -48,7 +48,7 @@ def fair_gpu_share(total_gpus: float, silos: int) -> float:
 def plan(spec: Pipeline, cluster: dict[str, float]) -> dict[str, SiloPlacement]:
     """Each silo's actor resources, from the pipeline and what the cluster offers."""
     resources = spec.resources
-    names = [s.name for s in spec.silos]
+    names = [s.name for s in spec.silos if not spec.is_remote(s)]  # a remote site places its own
     if resources.gpus_per_silo == "auto":
         gpus = fair_gpu_share(cluster.get("GPU", 0.0), len(names))
     else:

@@ -111,6 +111,11 @@ def run_federation(
             warm_start=(warm.uri, tracking_uri) if warm else None,
             known_key=_known_key(resumed.orchestrator) if resumed else None,
         )  # fmt: skip
+        left_out = {a.site: (a.rule or a.kind, a.message) for a in actors.site_answers}
+        tracker.log_left_out(left_out)
+        for site, (rule, message) in left_out.items():
+            console.print(f"[yellow]site {site} left out ({rule}):[/] {message}", highlight=False)
+            summary.per_silo.setdefault(site, {})["left_out"] = message
         with console.status("setting up: reading silo data, exchanging keys, federated statistics"):
             setup: SetupReport = actors.setup()
             if resumed:

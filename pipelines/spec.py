@@ -98,7 +98,21 @@ class TaskSection(_Section):
 
 class SiloSection(_Section):
     name: str = Field(pattern=NAME)
-    path: str
+    path: str = ""  # the data, on the silo's node; a remote silo's site names its own
+    # Served by its organization's own cluster (`fedsilo site serve`) through the gateway;
+    # unset: remote when the pipeline has a [federation] section.
+    remote: bool | None = None
+
+
+class FederationSection(_Section):
+    """Federated clusters: the coordinator's gateway, which the sites connect out to (mutual TLS)."""
+
+    listen: str = Field("127.0.0.1:7443", pattern=r"^[^:\s]*:\d+$")  # host:port (port 0: any, tests)
+    certificate: str  # the coordinator's certificate (sites pin it) and its key
+    key: str
+    ca: str  # the CA certificate(s) that sign the sites' client certificates
+    connect_timeout_s: float = Field(60.0, gt=0)  # how long a run waits for its sites to connect
+    max_message_mb: int = Field(512, ge=1)  # a larger message is refused, the peer named
 
 
 Strategy = Literal[
@@ -379,6 +393,26 @@ class Pipeline(_Section):
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     schedule: ScheduleSection | None = None
+    federation: FederationSection | None = None
+
+    def is_remote(self, silo: SiloSection) -> bool:
+        return silo.remote if silo.remote is not None else self.federation is not None
+
+    @property
+    def remote_silos(self) -> list[str]:
+        return [s.name for s in self.silos if self.is_remote(s)]
+
+    @model_validator(mode="after")
+    def _remote_or_path(self) -> Pipeline:
+        for i, silo in enumerate(self.silos):
+            if self.is_remote(silo) and self.federation is None:
+                raise ValueError(
+                    f"silos[{i}] ({silo.name!r}) is remote = true: add a [federation] section "
+                    "(listen, certificate, key, ca) for the sites to connect to"
+                )
+            if not self.is_remote(silo) and not silo.path:
+                raise ValueError(f"silos[{i}] ({silo.name!r}) needs a path (its data), or remote = true")
+        return self
 
     @model_validator(mode="after")
     def _data_or_task(self) -> Pipeline:

@@ -199,6 +199,16 @@ class RunTracker:
             metrics[f"silo/{ready.silo}/val_rows"] = float(ready.val_rows)
         self._mlflow.log_metrics(metrics, step=0)
 
+    def log_left_out(self, left_out: dict[str, tuple[str, str]]) -> None:
+        """Remote sites that did not join the run: {site: (rule or "unavailable", message)}."""
+        if not left_out:
+            return
+        for site, (rule, message) in left_out.items():
+            self.events.append({"round": 0, "silo": site, "event": f"left out ({rule}): {message}"})
+        rules = ", ".join(f"{site}={rule}" for site, (rule, _) in left_out.items())
+        self._mlflow.set_tags({"fedsilo.sites.left_out": rules})
+        self._mlflow.log_dict({"events": self.events}, "events.json")
+
     def log_round(self, record: RoundRecord) -> None:
         if record.round in self._logged_rounds:
             return

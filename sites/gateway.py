@@ -1,0 +1,217 @@
+"""The coordinator's gateway: one async Ray actor that listens (mutual TLS) for the sites'
+outbound connections and routes each proxy's calls to its site. It routes bytes only: the
+proxies (sites/proxy.py) encode and decode, so one big update does not hold up the others.
+
+Every (re)connection first replays the run's ``open`` for that site (its terms and silo spec,
+registered by the proxy), so a site that restarts mid-run comes back into the same run.
+Failures are data: ``call`` answers ``(kind, body_or_message, rule)`` with kind "ok",
+"refused", "failed" or "unavailable".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sites.tls import peer_name, peer_sha256, server_context
+from sites.transport import VERSION, read_message, write_message
+from sites.transport import field as envelope_field
+from sites.wire import MAX_MESSAGE_BYTES, WireError
+
+logger = logging.getLogger(__name__)
+
+Answer = tuple[str, Any, str]  # (kind, body or message, rule)
+HELLO_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """[federation] as the gateway is constructed with it."""
+
+    listen: str  # host:port the sites connect to (port 0: any free port, for tests)
+    certificate: str  # the coordinator's certificate (each site pins it) and key
+    key: str
+    ca: str  # CA certificate(s) that sign the sites' client certificates
+    sites: tuple[str, ...]  # the remote silos of this federation: no other name is served
+    limit: int = MAX_MESSAGE_BYTES
+
+
+@dataclass
+class _Connection:
+    site: str
+    fingerprint: str
+    writer: asyncio.StreamWriter
+    pending: dict[int, asyncio.Future[Answer]] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    opened: asyncio.Future[Answer] | None = None  # the replayed ``open`` on this connection
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._settings = settings
+        self._ids = itertools.count(1)
+        self._sites: dict[str, _Connection] = {}
+        self._opens: dict[str, tuple[str, bytes]] = {}  # site -> (session, open body)
+        self._changed: asyncio.Event | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> int:
+        """Listen; the port bound (useful with port 0)."""
+        host, _, port = self._settings.listen.rpartition(":")
+        s = self._settings
+        context = server_context(Path(s.certificate), Path(s.key), Path(s.ca))
+        self._changed = asyncio.Event()
+        self._server = await asyncio.start_server(self._serve, host or "127.0.0.1", int(port), ssl=context)
+        bound = int(self._server.sockets[0].getsockname()[1])
+        logger.info("gateway listening on %s:%d for sites %s", host, bound, list(s.sites))
+        return bound
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._sites.values()):
+            conn.writer.close()
+        self._sites.clear()
+
+    async def connected(self) -> dict[str, str]:
+        """Connected sites and their certificates' fingerprints."""
+        return {name: conn.fingerprint for name, conn in self._sites.items()}
+
+    async def register(self, site: str, session: str, body: bytes) -> None:
+        """The run's ``open`` for ``site``: sent now if it is connected, and on every reconnection."""
+        self._opens[site] = (session, body)
+        conn = self._sites.get(site)
+        if conn is not None:
+            conn.opened = asyncio.ensure_future(self._send(conn, session, "open", body))
+
+    async def opened(self, site: str, timeout: float) -> Answer:
+        """Wait (up to ``timeout``) for ``site`` to connect and answer the run's ``open``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            conn = self._sites.get(site)
+            if conn is not None and conn.opened is not None:
+                answer = await conn.opened
+                if answer[0] != "unavailable":
+                    return answer
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return ("unavailable", f"site {site!r} did not connect within {timeout:g}s", "")
+            assert self._changed is not None
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+
+    async def call(self, site: str, session: str, method: str, body: bytes) -> Answer:
+        conn = self._sites.get(site)
+        if conn is None:
+            return ("unavailable", f"site {site!r} is not connected", "")
+        if conn.opened is not None:
+            answer = await conn.opened
+            if answer[0] != "ok":
+                return answer
+        return await self._send(conn, session, method, body)
+
+    async def ask(self, site: str, body: bytes, timeout: float) -> Answer:
+        """A dry run: would ``site`` accept these terms? (no data is opened)."""
+        conn = self._sites.get(site)
+        if conn is None:
+            answer = await self.opened(site, timeout)  # waits for the connection only
+            conn = self._sites.get(site)
+            if conn is None:
+                return answer
+        return await self._send(conn, "", "ask", body)
+
+    async def _send(self, conn: _Connection, session: str, method: str, body: bytes) -> Answer:
+        ident = next(self._ids)
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        conn.pending[ident] = future
+        message = {"type": "call", "id": ident, "session": session, "method": method, "body": body}
+        try:
+            async with conn.lock:
+                await write_message(conn.writer, message, self._settings.limit)
+        except (OSError, ConnectionError, WireError) as err:
+            conn.pending.pop(ident, None)
+            return ("unavailable", f"site {conn.site!r}: sending {method} failed: {err}", "")
+        return await future
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ssl_object = writer.get_extra_info("ssl_object")
+        name, fingerprint = peer_name(ssl_object), peer_sha256(ssl_object)
+        peer = f"site {name!r} ({writer.get_extra_info('peername')})"
+        try:
+            hello = await asyncio.wait_for(read_message(reader, self._settings.limit, peer), HELLO_TIMEOUT_S)
+            site = envelope_field(hello, "site", str, peer)
+            refusal = self._admit(site, name, hello.get("version"))
+            if refusal:
+                logger.warning("gateway: refused %s: %s", peer, refusal)
+                await write_message(writer, {"type": "refused", "message": refusal}, self._settings.limit)
+                writer.close()
+                return
+            await write_message(writer, {"type": "welcome", "version": VERSION}, self._settings.limit)
+        except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError, WireError) as err:
+            logger.warning("gateway: %s did not complete its hello: %s", peer, err)
+            writer.close()
+            return
+        conn = _Connection(site, fingerprint, writer)
+        old = self._sites.pop(site, None)
+        if old is not None:
+            self._drop(old, "reconnected")
+        self._sites[site] = conn
+        if site in self._opens:
+            session, body = self._opens[site]
+            conn.opened = asyncio.ensure_future(self._send(conn, session, "open", body))
+        logger.info("gateway: site %r connected", site)
+        self._notify()
+        await self._read(conn, reader, peer)
+
+    def _admit(self, site: str, common_name: str, version: Any) -> str:
+        if version != VERSION:
+            return f"wire version {version!r} is not {VERSION}"
+        if site != common_name:
+            return f"the certificate is issued to {common_name!r}, not to site {site!r}"
+        if site not in self._settings.sites:
+            return f"{site!r} is not a remote silo of this federation ({list(self._settings.sites)})"
+        return ""
+
+    async def _read(self, conn: _Connection, reader: asyncio.StreamReader, peer: str) -> None:
+        reason = "disconnected"
+        try:
+            while True:
+                message = await read_message(reader, self._settings.limit, peer)
+                ident = envelope_field(message, "id", int, peer)
+                future = conn.pending.pop(ident, None)
+                if future is None or future.done():
+                    continue
+                if message["type"] == "result":
+                    future.set_result(("ok", envelope_field(message, "body", bytes, peer), ""))
+                else:
+                    kind = str(message.get("kind", "failed"))
+                    future.set_result((kind, str(message.get("message", "")), str(message.get("rule", ""))))
+        except (OSError, ConnectionError, asyncio.IncompleteReadError) as err:
+            reason = f"disconnected ({type(err).__name__})"
+        except WireError as err:
+            reason = f"refused: {err}"
+            logger.warning("gateway: %s", err)
+        finally:
+            if self._sites.get(conn.site) is conn:
+                del self._sites[conn.site]
+            self._drop(conn, reason)
+            self._notify()
+
+    def _drop(self, conn: _Connection, reason: str) -> None:
+        for future in conn.pending.values():
+            if not future.done():
+                future.set_result(("unavailable", f"site {conn.site!r} {reason} during the call", ""))
+        conn.pending.clear()
+        conn.writer.close()
+        logger.warning("gateway: site %r %s", conn.site, reason)
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()

@@ -1,0 +1,87 @@
+"""A remote site's silo as the orchestrator sees it: an actor named ``silo:<name>`` in the
+coordinator's cluster with the silo's methods, each forwarded through the gateway to the site.
+
+    ray.remote(SiloProxy).options(name="silo:cleveland").remote(spec, terms, gateway)
+
+Arguments and results cross as wire messages (sites/wire.py, no pickle); a site's refusal, a
+failed silo call and a lost connection come back as domain errors the orchestrator reports
+as it reports a dead actor: the silo is left out of that step, named, with the reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from silo.config import SiloSpec
+from sites.terms import RunTerms
+from sites.wire import dumps, loads
+
+# SiloWorker's public methods: what a proxy forwards (a test checks the list is complete).
+SILO_METHODS = (
+    "status", "describe", "prepare_task", "public_keys", "generate_he_keys", "seal_key_for",
+    "install_he_keys", "encode_staged", "trust_orchestrator", "deal_masks", "unmask", "stats_sums",
+    "stats_squares", "finish_preprocessing", "rejoin", "fit", "initial_weights", "server_step",
+    "evaluate", "score_models", "publish",
+)  # fmt: skip
+
+
+class SiteError(RuntimeError):
+    """A call a remote site did not answer with a result."""
+
+
+class SiteRefused(SiteError):
+    """The site's policy refused the request; the message names the site and the rule."""
+
+    def __init__(self, message: str, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class SiteUnavailable(SiteError):
+    """The site is not connected, or its connection dropped during the call."""
+
+
+class SiteCallFailed(SiteError):
+    """The site's silo raised (bad data, a task error): its message, as the site reported it."""
+
+
+def _raise(kind: str, message: str, rule: str) -> Any:
+    if kind == "refused":
+        raise SiteRefused(message, rule)
+    if kind == "failed":
+        raise SiteCallFailed(message)
+    raise SiteUnavailable(message)
+
+
+class SiloProxy:
+    def __init__(self, spec: SiloSpec, terms: RunTerms, gateway: Any) -> None:
+        self.name = spec.name
+        self._gateway = gateway
+        self._session = uuid.uuid4().hex  # a new run (or a resumed one) is a new session at the site
+        self._open = dumps((terms, spec))
+
+    async def join(self, timeout: float) -> tuple[str, str, str]:
+        """Register the run with the gateway and wait for the site to accept it: (kind, message, rule)."""
+        await self._gateway.register.remote(self.name, self._session, self._open)
+        kind, message, rule = await self._gateway.opened.remote(self.name, timeout)
+        return kind, (message if kind != "ok" else ""), rule
+
+    async def _forward(self, method: str, args: tuple[Any, ...]) -> Any:
+        kind, body, rule = await self._gateway.call.remote(self.name, self._session, method, dumps(args))
+        if kind != "ok":
+            return _raise(kind, body, rule)
+        return loads(body)
+
+
+def _forwarder(method: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    async def forward(self: SiloProxy, *args: Any) -> Any:
+        return await self._forward(method, args)
+
+    forward.__name__ = forward.__qualname__ = method
+    return forward
+
+
+for _method in SILO_METHODS:
+    setattr(SiloProxy, _method, _forwarder(_method))

@@ -1,0 +1,161 @@
+"""A federation of sites on 127.0.0.1 for tests: certificates from infra/tls/make_certs.py, one
+SITE.toml and one `fedsilo site serve` process (its own Ray) per site, and the bundled
+heart-disease pipeline with a [federation] section."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.spec import bundled_example
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = bundled_example().parent
+FILES = {
+    "cleveland": "processed.cleveland.data",
+    "hungary": "processed.hungarian.data",
+    "switzerland": "processed.switzerland.data",
+    "long-beach": "processed.va.data",
+}
+
+
+def _make_certs() -> Any:
+    spec = importlib.util.spec_from_file_location("make_certs", ROOT / "infra" / "tls" / "make_certs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def certificates(folder: Path, names: list[str], ca_name: str = "fedsilo federation CA") -> Path:
+    """A CA and a certificate per name (CN = name) in ``folder``."""
+    make = _make_certs()
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca = make.make_ca(folder, ca_name)
+    for name in names:
+        make.make_node(folder, name, "127.0.0.1", ca_key, ca)
+    return folder
+
+
+def site_file(
+    folder: Path, name: str, port: int, certs: Path, policy: str = "", pinned: Path | None = None
+) -> Path:
+    """SITE.toml for ``name``, its data copied next to it (the data stays in the site's folder)."""
+    home = folder / name
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(EXAMPLE / FILES[name], home / FILES[name])
+    text = f"""
+[site]
+name = "{name}"
+data = "{FILES[name]}"
+num_cpus = 0.5
+
+[coordinator]
+address = "127.0.0.1:{port}"
+certificate = "{pinned or certs / "coordinator.crt"}"
+reconnect_max_s = 1.0
+
+[tls]
+certificate = "{certs / f"{name}.crt"}"
+key = "{certs / f"{name}.key"}"
+
+[policy]
+{policy or 'approved_tasks = ["tabular"]'}
+"""
+    path = home / "SITE.toml"
+    path.write_text(text)
+    return path
+
+
+def pipeline_file(
+    folder: Path,
+    port: int,
+    certs: Path,
+    remote: list[str],
+    rounds: int = 5,
+    extra: str = "",
+    he: str = "packed",
+) -> Path:
+    """The bundled example; ``remote`` silos served by their sites, the others local."""
+    text = (EXAMPLE / "pipeline.toml").read_text()
+    text = text.replace("rounds = 20", f"rounds = {rounds}").replace('he = "packed"', f'he = "{he}"')
+    for name, file in FILES.items():
+        local = f'path = "{EXAMPLE / file}"'
+        text = text.replace(f'path = "{file}"', "remote = true" if name in remote else local)
+    text = text.replace('mlflow_uri = "sqlite:///mlruns.db"', f'mlflow_uri = "sqlite:///{folder}/mlruns.db"')
+    text = text.replace("[[silos]]", f"{extra}\n[[silos]]", 1) if extra else text
+    text += f"""
+checkpoints = "{folder / "checkpoints"}"
+
+[federation]
+listen = "127.0.0.1:{port}"
+certificate = "{certs / "coordinator.crt"}"
+key = "{certs / "coordinator.key"}"
+ca = "{certs / "ca.crt"}"
+connect_timeout_s = 90
+"""
+    path = folder / "pipeline.toml"
+    path.write_text(text)
+    return path
+
+
+class Site:
+    """One `fedsilo site serve` process; its output goes to a log file next to SITE.toml."""
+
+    def __init__(self, site_toml: Path) -> None:
+        self.site_toml = site_toml
+        self.log = site_toml.parent / "serve.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Site:
+        fedsilo = Path(sys.executable).parent / "fedsilo"
+        env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(fedsilo), "-v", "site", "serve", "--site", str(self.site_toml)],
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    def kill(self) -> None:
+        """As a crash: SIGKILL to the whole process group (the site's Ray included)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(30)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(30)
+        self.process = None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
