@@ -21,6 +21,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from silo.data import SiloDescription
 from silo.messages import Evaluation, FitRes, SiloReady
 from sites.policy import metric_names
 
@@ -89,6 +90,8 @@ def describe_result(method: str, result: object) -> dict[str, Any]:
         described.update(rows_read=result.examples, epsilon=_finite(result.epsilon), round=result.round)
     elif isinstance(result, Evaluation):
         described["rows_read"] = result.examples
+    elif isinstance(result, SiloDescription):
+        described["rows_read"] = result.rows
     elif isinstance(result, dict) and result and all(isinstance(v, Evaluation) for v in result.values()):
         # every model is scored on the same validation rows: rows read once
         described["rows_read"] = max(v.examples for v in result.values())

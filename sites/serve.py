@@ -25,7 +25,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from silo.actor import silo_actor
 from silo.config import SiloSpec
 from sites.audit import AuditEntry, AuditLog, describe_result
-from sites.config import LoadedSite
+from sites.config import LoadedSite, SiteError, load_site
 from sites.policy import check_answer, check_call, check_terms
 from sites.proxy import SILO_METHODS
 from sites.terms import Refusal, RunTerms, task_id
@@ -36,6 +36,16 @@ from sites.wire import MAX_MESSAGE_BYTES, WireError, dumps, loads
 logger = logging.getLogger(__name__)
 
 SILO_RESTARTS = 3  # Ray restarts a crashed silo actor; the orchestrator sees a new incarnation
+
+
+def request_round(args: tuple[Any, ...]) -> int | None:
+    """The round a request belongs to, for the audit: a FitIns's, or a ``round-<r>/...`` tag's."""
+    first = args[0] if args else None
+    if isinstance(first, str) and first.startswith("round-"):
+        number = first.removeprefix("round-").split("/", 1)[0]
+        return int(number) if number.isdigit() else None
+    value = getattr(first, "round", None)
+    return value if isinstance(value, int) else None
 
 
 class SiteServer:
@@ -120,6 +130,8 @@ class SiteServer:
             await write_message(writer, {**reply, "id": ident}, self._limit)
 
     async def _handle(self, method: str, session: str, body: bytes) -> dict[str, Any]:
+        if method in ("ask", "open"):
+            self._reload()
         if method == "ask":
             terms = loads(body, limit=self._limit)
             if not isinstance(terms, RunTerms):
@@ -132,6 +144,15 @@ class SiteServer:
         if method not in SILO_METHODS:
             return self._refuse(Refusal(self._name, "method", f"{method!r} is not a silo method"), method)
         return await self._call(method, session, body)
+
+    def _reload(self) -> None:
+        """The officer edits SITE.toml (approves a task, tightens the floor): the next run sees it."""
+        try:
+            self._site = load_site(self._site.path)
+        except SiteError as err:
+            logger.error(
+                "site %s: SITE.toml is invalid now, keeping the policy loaded before: %s", self._name, err
+            )
 
     async def _open(self, session: str, body: bytes) -> dict[str, Any]:
         opened = loads(body, limit=self._limit)
@@ -208,8 +229,8 @@ class SiteServer:
             return self._refuse(refusal, method, terms)
         out = dumps(result, limit=self._limit)
         facts = describe_result(method, result)
-        if method == "fit" and args:
-            facts.setdefault("round", getattr(args[0], "round", None))
+        if facts.get("round") is None:
+            facts["round"] = request_round(args)
         self._record(method, terms, bytes_out=len(out), **facts)
         return {"type": "result", "body": out}
 

@@ -94,7 +94,7 @@ def pipeline_file(
     text = (EXAMPLE / "pipeline.toml").read_text()
     text = text.replace("rounds = 20", f"rounds = {rounds}").replace('he = "packed"', f'he = "{he}"')
     for name, file in FILES.items():
-        local = f'path = "{EXAMPLE / file}"'
+        local = f'path = "{EXAMPLE / file}"\nremote = false'
         text = text.replace(f'path = "{file}"', "remote = true" if name in remote else local)
     text = text.replace('mlflow_uri = "sqlite:///mlruns.db"', f'mlflow_uri = "sqlite:///{folder}/mlruns.db"')
     text = text.replace("[[silos]]", f"{extra}\n[[silos]]", 1) if extra else text
