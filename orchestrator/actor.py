@@ -26,7 +26,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayError
 
-from orchestrator.calls import arrivals, failure_reason
+from orchestrator.calls import arrivals, failure_reason, silo_gone
 from orchestrator.errors import BudgetSpent, RoundFailed, SchemaMismatch, SetupFailed, SiloFailure
 from orchestrator.metrics import Finalize, GlobalEval, combine
 from orchestrator.records import OrchestratorState, RoundRecord, SetupReport
@@ -525,10 +525,16 @@ class Orchestrator:
         """The publishing silo decrypts the global model and registers it."""
         if self._global is None:
             raise RuntimeError("no round has completed; nothing to publish")
-        try:
-            return ray.get(self._silos[silo].publish.remote(self._global, request))
-        except RayError as err:
-            raise SetupFailed("publishing the model", [SiloFailure(silo, failure_reason(err))]) from err
+        failures: list[SiloFailure] = []
+        for name in [silo, *(n for n in self._silos if n != silo)]:
+            try:
+                return ray.get(self._silos[name].publish.remote(self._global, request))
+            except RayError as err:
+                failures.append(SiloFailure(name, failure_reason(err)))
+                if not silo_gone(err):  # a failure any silo would meet (the registry, say)
+                    break
+                logger.warning("silo %s cannot publish (%s); asking the next", name, failures[-1].reason)
+        raise SetupFailed("publishing the model", failures)
 
     def _plain_reference(self, active: list[str]) -> Any:
         """Plaintext mode with clip_norm: the global model the orchestrator bounds updates

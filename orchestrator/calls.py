@@ -9,6 +9,8 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
+from silo.errors import SiloUnavailable
+
 
 def failure_reason(err: BaseException) -> str:
     """One line for a failed silo call, never a Ray traceback."""
@@ -20,6 +22,13 @@ def failure_reason(err: BaseException) -> str:
     if isinstance(err, GetTimeoutError):
         return "no answer in time"
     return f"{type(err).__name__}: {err}"
+
+
+def silo_gone(err: BaseException) -> bool:
+    """The silo itself cannot answer (dead, or a site that is gone or refuses): another may."""
+    if isinstance(err, RayTaskError):
+        return isinstance(err.cause, SiloUnavailable)
+    return isinstance(err, RayActorError)
 
 
 def arrivals(refs: dict[Any, str], deadline: float) -> Iterator[tuple[str, Any]]:

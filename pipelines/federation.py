@@ -141,6 +141,8 @@ class Federation:
                 logger.warning("site %s is left out of this run: %s", answer.site, answer.message)
                 self.site_answers.append(answer)
                 ray.kill(self.silos.pop(answer.site))
+        order = [s.name for s in spec.silos]  # the pipeline's order: the same sums, bit for bit
+        self.silos = {name: self.silos[name] for name in order if name in self.silos}
         if len(self.silos) < spec.min_silos:
             reasons = "\n  ".join(f"{a.site}: {a.message}" for a in self.site_answers)
             raise FederationError(

@@ -47,7 +47,7 @@ def terms(loaded: LoadedPipeline, run_id: str) -> RunTerms:
         pipeline=spec.name,
         pipeline_sha256=hashlib.sha256(loaded.text.encode()).hexdigest(),
         task=task_id(build.task_spec(loaded)),
-        model=spec.model.kind if spec.task is None else "task",
+        model=spec.model.kind if spec.task is None else "",  # a [task] builds its own: judged by its hash
         he=spec.privacy.he,
         secagg=spec.secagg,
         dp=spec.privacy.dp,
@@ -72,7 +72,7 @@ def start_gateway(loaded: LoadedPipeline, namespace: str) -> tuple[Any, int]:
         limit=f.max_message_mb * 2**20,
     )
     actor: Any = ray.remote(Gateway)
-    handle = actor.options(name="gateway", namespace=namespace, num_cpus=0).remote(settings)
+    handle = actor.options(namespace=namespace, num_cpus=0).remote(settings)
     port: int = ray.get(handle.start.remote())
     return handle, port
 

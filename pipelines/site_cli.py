@@ -49,13 +49,17 @@ def add_parser(commands: Any) -> None:
 
 def serve(args: argparse.Namespace, err_console: Console) -> int:
     """Serve until interrupted (SIGINT or SIGTERM): the site's Ray is shut down on the way out."""
-    from sites.serve import serve as serve_site
+    from pipelines.cli import prepare_ray_auth
 
     try:
         site = load_site(args.site)
     except SiteError as err:
         err_console.print(str(err), markup=False, highlight=False)
         return 2
+    if args.address or site.config.site.ray_address:
+        prepare_ray_auth()  # the site's own cluster may require its token
+    from sites.serve import serve as serve_site
+
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds through ray.shutdown()
     serve_site(site, args.address)
     return 0

@@ -33,7 +33,7 @@ HELLO_TIMEOUT_S = 10.0
 class GatewaySettings:
     """[federation] as the gateway is constructed with it."""
 
-    listen: str  # host:port the sites connect to (port 0: any free port, for tests)
+    listen: str  # host:port the sites connect to (":port": every interface; port 0: any free port)
     certificate: str  # the coordinator's certificate (each site pins it) and key
     key: str
     ca: str  # CA certificate(s) that sign the sites' client certificates
@@ -66,7 +66,7 @@ class Gateway:
         s = self._settings
         context = server_context(Path(s.certificate), Path(s.key), Path(s.ca))
         self._changed = asyncio.Event()
-        self._server = await asyncio.start_server(self._serve, host or "127.0.0.1", int(port), ssl=context)
+        self._server = await asyncio.start_server(self._serve, host or None, int(port), ssl=context)
         bound = int(self._server.sockets[0].getsockname()[1])
         logger.info("gateway listening on %s:%d for sites %s", host, bound, list(s.sites))
         return bound
@@ -88,21 +88,30 @@ class Gateway:
         conn = self._sites.get(site)
         if conn is not None:
             conn.opened = asyncio.ensure_future(self._send(conn, session, "open", body))
+            self._notify()
 
     async def opened(self, site: str, timeout: float) -> Answer:
         """Wait (up to ``timeout``) for ``site`` to connect and answer the run's ``open``."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            conn = await self._connection(site, deadline, opened=True)
+            if conn is None or conn.opened is None:
+                return ("unavailable", f"site {site!r} did not connect within {timeout:g}s", "")
+            answer = await conn.opened
+            if answer[0] != "unavailable":  # else it dropped while opening: wait for it again
+                return answer
+
+    async def _connection(self, site: str, deadline: float, opened: bool = False) -> _Connection | None:
+        """``site``'s connection (with its open sent, if ``opened``) once there, or None at ``deadline``."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        assert self._changed is not None
         while True:
             conn = self._sites.get(site)
-            if conn is not None and conn.opened is not None:
-                answer = await conn.opened
-                if answer[0] != "unavailable":
-                    return answer
+            if conn is not None and (conn.opened is not None or not opened):
+                return conn
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return ("unavailable", f"site {site!r} did not connect within {timeout:g}s", "")
-            assert self._changed is not None
+                return None
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
@@ -119,12 +128,9 @@ class Gateway:
 
     async def ask(self, site: str, body: bytes, timeout: float) -> Answer:
         """A dry run: would ``site`` accept these terms? (no data is opened)."""
-        conn = self._sites.get(site)
+        conn = await self._connection(site, asyncio.get_running_loop().time() + timeout)
         if conn is None:
-            answer = await self.opened(site, timeout)  # waits for the connection only
-            conn = self._sites.get(site)
-            if conn is None:
-                return answer
+            return ("unavailable", f"site {site!r} did not connect within {timeout:g}s", "")
         return await self._send(conn, "", "ask", body)
 
     async def _send(self, conn: _Connection, session: str, method: str, body: bytes) -> Answer:

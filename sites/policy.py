@@ -70,7 +70,7 @@ def check_terms(site: LoadedSite, terms: RunTerms, coordinator_sha256: str) -> l
         else:
             detail = f"the run's task file has sha256 {terms.task}; add it to approved_tasks to serve it"
         refusals.append(Refusal(name, "approved_tasks", detail))
-    if terms.model not in BUILT_IN_MODELS and terms.model not in policy.approved_tasks:
+    if terms.model and terms.model not in BUILT_IN_MODELS and terms.model not in policy.approved_tasks:
         detail = (
             f"the run's model {terms.model!r} imports code on this site; add it to approved_tasks verbatim"
         )

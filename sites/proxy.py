@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from silo.config import SiloSpec
+from silo.errors import SiloUnavailable
 from sites.terms import RunTerms
 from sites.wire import dumps, loads
 
@@ -31,7 +32,7 @@ class SiteError(RuntimeError):
     """A call a remote site did not answer with a result."""
 
 
-class SiteRefused(SiteError):
+class SiteRefused(SiteError, SiloUnavailable):
     """The site's policy refused the request; the message names the site and the rule."""
 
     def __init__(self, message: str, rule: str) -> None:
@@ -39,7 +40,7 @@ class SiteRefused(SiteError):
         self.rule = rule
 
 
-class SiteUnavailable(SiteError):
+class SiteUnavailable(SiteError, SiloUnavailable):
     """The site is not connected, or its connection dropped during the call."""
 
 

@@ -293,7 +293,10 @@ def serve(site: LoadedSite, address: str | None = None) -> None:
             log_to_driver=False,
             _node_ip_address="127.0.0.1",
         )
-    logger.info("site %s: serving %s to %s; audit log %s", c.name, site.data_path, c.name, site.audit_path)
+    coordinator = site.config.coordinator.address
+    logger.info(
+        "site %s: serving %s to %s; audit log %s", c.name, site.data_path, coordinator, site.audit_path
+    )
     try:
         asyncio.run(SiteServer(site).serve_forever())
     finally:

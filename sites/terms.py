@@ -18,7 +18,7 @@ class RunTerms:
     pipeline: str  # the pipeline's name
     pipeline_sha256: str  # of the pipeline file's bytes
     task: str  # TABULAR, or the sha256 of the task module's file
-    model: str  # [model] kind: logistic | mlp | package.module:factory
+    model: str  # [model] kind: logistic | mlp | package.module:factory ("" for a [task]: its hash rules)
     he: str  # off | ckks | packed
     secagg: bool  # pairwise masking in every sum
     dp: str  # off | record | silo

@@ -8,7 +8,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.spec import bundled_example
+from tests.conftest import free_port
+
+__all__ = ["free_port"]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = bundled_example().parent
@@ -35,12 +37,6 @@ def _make_certs() -> Any:
     return module
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def certificates(folder: Path, names: list[str], ca_name: str = "fedsilo federation CA") -> Path:
     """A CA and a certificate per name (CN = name) in ``folder``."""
     make = _make_certs()
@@ -52,7 +48,13 @@ def certificates(folder: Path, names: list[str], ca_name: str = "fedsilo federat
 
 
 def site_file(
-    folder: Path, name: str, port: int, certs: Path, policy: str = "", pinned: Path | None = None
+    folder: Path,
+    name: str,
+    port: int,
+    certs: Path,
+    policy: str = "",
+    pinned: Path | None = None,
+    site: str = "",
 ) -> Path:
     """SITE.toml for ``name``, its data copied next to it (the data stays in the site's folder)."""
     home = folder / name
@@ -63,6 +65,7 @@ def site_file(
 name = "{name}"
 data = "{FILES[name]}"
 num_cpus = 0.5
+{site}
 
 [coordinator]
 address = "127.0.0.1:{port}"
