@@ -38,6 +38,11 @@ logger = logging.getLogger(__name__)
 SILO_RESTARTS = 3  # Ray restarts a crashed silo actor; the orchestrator sees a new incarnation
 
 
+def provisioned(spec: SiloSpec) -> bool:
+    """The run uses out-of-band keys (`fedsilo keys init`), not a fresh or backed-up run key."""
+    return spec.he_secret_path is not None and spec.he_secret_path != spec.he_key_backup_path
+
+
 def request_round(args: tuple[Any, ...]) -> int | None:
     """The round a request belongs to, for the audit: a FitIns's, or a ``round-<r>/...`` tag's."""
     first = args[0] if args else None
@@ -167,7 +172,7 @@ class SiteServer:
             refusals.append(
                 Refusal(self._name, "approved_tasks", "the task sent is not the one the run declares")
             )
-        if spec.he_secret_path is not None and self._site.he_secret_key is None:
+        if provisioned(spec) and self._site.he_secret_key is None:
             refusals.append(
                 Refusal(self._name, "he_secret_key", "the run uses provisioned HE keys; none here")
             )
@@ -192,12 +197,14 @@ class SiteServer:
             return str(state / f"{hashlib.sha256(path.encode()).hexdigest()[:20]}{suffix}") if path else None
 
         state.mkdir(parents=True, exist_ok=True)
-        secret = self._site.he_secret_key
+        backup = local(spec.he_key_backup_path, ".he-key")
+        secret = str(self._site.he_secret_key) if provisioned(spec) else None
         local_spec = replace(
             spec,
             path=str(self._site.data_path),
-            he_secret_path=str(secret) if spec.he_secret_path and secret else None,
-            he_key_backup_path=local(spec.he_key_backup_path, ".he-key"),
+            # a resumed run reads the run's key from this site's backup; provisioned keys from its file
+            he_secret_path=secret if provisioned(spec) else (backup if spec.he_secret_path else None),
+            he_key_backup_path=backup,
             dp_state_path=local(spec.dp_state_path, ".dp.json"),
             workers=max(1, int(c.num_cpus)),
         )

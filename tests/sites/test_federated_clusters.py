@@ -10,8 +10,12 @@ killed mid-run that rejoins. Each site's policy lives in its SITE.toml, re-read 
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -197,3 +201,42 @@ AUDIT_FIELDS = {
     "time", "site", "coordinator", "run_id", "round", "pipeline", "pipeline_sha256", "task", "method",
     "outcome", "rule", "detail", "rows_read", "data_sha256", "bytes_out", "metrics", "epsilon",
 }  # fmt: skip
+
+
+def test_a_restarted_coordinator_resumes_and_the_sites_reconnect_by_themselves(
+    ray_local: None, federation: Federation
+) -> None:
+    from pipelines import checkpoint
+    from pipelines.runner import RunOptions, run_federation
+
+    # Prepare: a coordinator (its own process and Ray) killed once a round is checkpointed
+    path = federation.pipeline("resumed", rounds=200)
+    checkpoints = path.parent / "checkpoints"
+    driver = subprocess.Popen(
+        [str(Path(sys.executable).parent / "fedsilo"), "run", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+    def checkpointed() -> int:
+        runs = list(checkpoints.glob("*")) if checkpoints.exists() else []
+        try:
+            return checkpoint.load(checkpoints, runs[0].name).orchestrator.round if runs else 0
+        except (checkpoint.CheckpointError, EOFError, OSError):
+            return 0  # being written
+
+    try:
+        kit.wait_for(lambda: checkpointed() >= 2, 240, "the coordinator to checkpoint round 2")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+    run_id = next(checkpoints.glob("*")).name
+    done = checkpointed()
+    # Execute: resume; the sites, still serving, reconnect to the new gateway with backoff
+    summary = run_federation(
+        load_pipeline(path), RunOptions(resume=run_id, rounds=done + 3), Console(file=io.StringIO())
+    ).to_dict()
+    # Assert
+    assert summary["run_id"] == run_id and summary["rounds_completed"] == done + 3
+    assert [r["participants"] for r in summary["per_round"][-3:]] == [4, 4, 4]
+    opens = [e for e in federation.audit("switzerland") if e.run_id == run_id and e.method == "open"]
+    assert len(opens) == 2  # the first coordinator's, and the resumed one's
