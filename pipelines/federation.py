@@ -198,6 +198,13 @@ class Federation:
                     raise
                 time.sleep(0.2)
 
+    def traffic(self) -> dict[str, tuple[int, int]]:
+        """Bytes on the wire per remote site so far: (to the site, from the site); {} without sites."""
+        if self.gateway is None:
+            return {}
+        traffic: dict[str, tuple[int, int]] = get(self.gateway.traffic.remote())
+        return traffic
+
     def stop(self) -> None:
         if self.gateway is not None:
             try:

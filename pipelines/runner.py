@@ -174,6 +174,10 @@ def run_federation(
                     status += f", {headline(latest[0])} (after round {latest[0].after_round})"
                 progress.update(task, advance=1, status=status)
                 server_round += 1
+        for site, (sent, received) in actors.traffic().items():  # the gateway's, framing included
+            summary.per_silo.setdefault(site, {}).update(
+                wire_bytes_to_site=sent, wire_bytes_from_site=received
+            )
         if summary.stopped:
             console.print(f"[yellow]{summary.stopped}[/]", highlight=False)
             tracker.set_tags({"fedsilo.stopped": summary.stopped.splitlines()[0][:5000]})

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sites.tls import peer_name, peer_sha256, server_context
-from sites.transport import VERSION, read_message, write_message
+from sites.transport import VERSION, read_message, read_sized, write_message
 from sites.transport import field as envelope_field
 from sites.wire import MAX_MESSAGE_BYTES, WireError
 
@@ -57,6 +57,7 @@ class Gateway:
         self._ids = itertools.count(1)
         self._sites: dict[str, _Connection] = {}
         self._opens: dict[str, tuple[str, bytes]] = {}  # site -> (session, open body)
+        self._traffic: dict[str, list[int]] = {}  # site -> [bytes to it, bytes from it], framing included
         self._changed: asyncio.Event | None = None
         self._server: asyncio.AbstractServer | None = None
 
@@ -81,6 +82,15 @@ class Gateway:
     async def connected(self) -> dict[str, str]:
         """Connected sites and their certificates' fingerprints."""
         return {name: conn.fingerprint for name, conn in self._sites.items()}
+
+    async def traffic(self) -> dict[str, tuple[int, int]]:
+        """Bytes on the wire per site since the gateway started: (to the site, from the site)."""
+        return {site: (sent, received) for site, (sent, received) in self._traffic.items()}
+
+    def _count(self, site: str, sent: int = 0, received: int = 0) -> None:
+        counts = self._traffic.setdefault(site, [0, 0])
+        counts[0] += sent
+        counts[1] += received
 
     async def register(self, site: str, session: str, body: bytes) -> None:
         """The run's ``open`` for ``site``: sent now if it is connected, and on every reconnection."""
@@ -140,7 +150,7 @@ class Gateway:
         message = {"type": "call", "id": ident, "session": session, "method": method, "body": body}
         try:
             async with conn.lock:
-                await write_message(conn.writer, message, self._settings.limit)
+                self._count(conn.site, sent=await write_message(conn.writer, message, self._settings.limit))
         except (OSError, ConnectionError, WireError) as err:
             conn.pending.pop(ident, None)
             return ("unavailable", f"site {conn.site!r}: sending {method} failed: {err}", "")
@@ -189,7 +199,8 @@ class Gateway:
         reason = "disconnected"
         try:
             while True:
-                message = await read_message(reader, self._settings.limit, peer)
+                message, size = await read_sized(reader, self._settings.limit, peer)
+                self._count(conn.site, received=size)
                 ident = envelope_field(message, "id", int, peer)
                 future = conn.pending.pop(ident, None)
                 if future is None or future.done():

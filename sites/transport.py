@@ -23,6 +23,11 @@ HEADER = struct.Struct(">I")
 async def read_message(reader: asyncio.StreamReader, limit: int, peer: str) -> dict[str, Any]:
     """The next message; IncompleteReadError at end of stream, WireError (naming ``peer``) for a
     frame over ``limit`` or one that is not a wire envelope."""
+    return (await read_sized(reader, limit, peer))[0]
+
+
+async def read_sized(reader: asyncio.StreamReader, limit: int, peer: str) -> tuple[dict[str, Any], int]:
+    """`read_message`, and the bytes it took on the wire."""
     (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
     if size > limit:
         raise WireError(f"{peer} sent a message of {size} bytes, over the limit of {limit} bytes")
@@ -32,16 +37,16 @@ async def read_message(reader: asyncio.StreamReader, limit: int, peer: str) -> d
         raise WireError(f"{peer} sent a message that is refused: {err}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise WireError(f"{peer} sent a message without a type")
-    return message
+    return message, HEADER.size + size
 
 
 async def write_message(writer: asyncio.StreamWriter, message: dict[str, Any], limit: int) -> int:
-    """Send one message; its size in bytes (the audit's ``bytes_out``)."""
+    """Send one message; the bytes it took on the wire."""
     data = dumps(message, limit=limit)
     writer.write(HEADER.pack(len(data)))
     writer.write(data)
     await writer.drain()
-    return len(data)
+    return HEADER.size + len(data)
 
 
 def field(message: dict[str, Any], name: str, kind: type, peer: str) -> Any:

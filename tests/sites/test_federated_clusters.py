@@ -26,12 +26,12 @@ import mlflow
 import pytest
 from rich.console import Console
 
+from pipelines import local_sites as kit
 from pipelines import site_cli
 from pipelines.spec import load_pipeline
 from sites.audit import read_audit
 from sites.config import load_site
 from tests.conftest import ray_head, run_in_process
-from tests.sites import kit
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pipelines import local_sites as kit
 from sites.audit import read_audit
 from sites.config import load_site
 from sites.gateway import Gateway, GatewaySettings
@@ -22,7 +23,6 @@ from sites.terms import Refusal, RunTerms
 from sites.tls import client_context
 from sites.transport import HEADER, read_message, write_message
 from sites.wire import dumps, loads
-from tests.sites import kit
 
 LIMIT = 2**20
 

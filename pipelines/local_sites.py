@@ -1,13 +1,18 @@
-"""A federation of sites on 127.0.0.1 for tests: certificates from infra/tls/make_certs.py, one
-SITE.toml and one `fedsilo site serve` process (its own Ray) per site, and the bundled
-heart-disease pipeline with a [federation] section."""
+"""Federated clusters on one machine: the bundled heart-disease hospitals as sites on 127.0.0.1.
+Certificates from infra/tls/make_certs.py (so a checkout of this repository is needed), one
+SITE.toml and one `fedsilo site serve` process (its own Ray) per site, and the bundled pipeline
+with a [federation] section. The tests and benchmarks/sites.py use it; so can you, to try the
+mode before the hospitals' IT does:
+
+    python -c "from pipelines.local_sites import demo; demo('/tmp/fedsilo-sites')"
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,11 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.spec import bundled_example
-from tests.conftest import free_port
 
-__all__ = ["free_port"]
-
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]  # the checkout (an editable install)
 EXAMPLE = bundled_example().parent
 FILES = {
     "cleveland": "processed.cleveland.data",
@@ -29,21 +31,21 @@ FILES = {
 }
 
 
-def _make_certs() -> Any:
-    spec = importlib.util.spec_from_file_location("make_certs", ROOT / "infra" / "tls" / "make_certs.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def free_port() -> int:
+    """A port nothing listens on (yet) on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def certificates(folder: Path, names: list[str], ca_name: str = "fedsilo federation CA") -> Path:
-    """A CA and a certificate per name (CN = name) in ``folder``."""
-    make = _make_certs()
-    folder.mkdir(parents=True, exist_ok=True)
-    ca_key, ca = make.make_ca(folder, ca_name)
-    for name in names:
-        make.make_node(folder, name, "127.0.0.1", ca_key, ca)
+    """A CA and a certificate per name (CN = name) in ``folder``, as infra/README.md makes them."""
+    script = ROOT / "infra" / "tls" / "make_certs.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"{script} is not here: local sites need a checkout of fedsilo")
+    nodes = [arg for name in names for arg in ("--node", f"{name}=127.0.0.1")]
+    subprocess.run([sys.executable, str(script), "--out", str(folder), "--ca-name", ca_name, *nodes],
+                   check=True, capture_output=True)  # fmt: skip
     return folder
 
 
@@ -162,3 +164,22 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def demo(folder: str | Path, rounds: int = 5) -> None:
+    """Three hospitals as sites (each its own Ray), the fourth local; one run; the sites stopped."""
+    folder = Path(folder)
+    port = free_port()
+    certs = certificates(folder / "certs", ["coordinator", "cleveland", "hungary", "switzerland"])
+    sites = [
+        Site(site_file(folder / "sites", n, port, certs)).start()
+        for n in ("cleveland", "hungary", "switzerland")
+    ]
+    try:
+        pipeline = pipeline_file(folder, port, certs, ["cleveland", "hungary", "switzerland"], rounds=rounds)
+        subprocess.run([str(Path(sys.executable).parent / "fedsilo"), "run", str(pipeline)], check=True)
+        for site in sites:
+            print(f"audit: fedsilo site audit --site {site.site_toml}")
+    finally:
+        for site in sites:
+            site.stop()
