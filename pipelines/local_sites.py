@@ -1,7 +1,7 @@
 """Federated clusters on one machine: the bundled heart-disease hospitals as sites on 127.0.0.1.
 Certificates from infra/tls/make_certs.py (so a checkout of this repository is needed), one
 SITE.toml and one `fedsilo site serve` process (its own Ray) per site, and the bundled pipeline
-with a [federation] section. The tests and benchmarks/sites.py use it; so can you, to try the
+with a [federation] section. The tests and benchmarks/federated_clusters.py use it; so can you, to try the
 mode before the hospitals' IT does:
 
     python -c "from pipelines.local_sites import demo; demo('/tmp/fedsilo-sites')"

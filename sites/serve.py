@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -125,6 +126,7 @@ class SiteServer:
         peer = "the coordinator"
         ident = field(message, "id", int, peer)
         method = field(message, "method", str, peer)
+        start = time.perf_counter()
         try:
             reply = await self._handle(
                 method, field(message, "session", str, peer), field(message, "body", bytes, peer)
@@ -133,6 +135,8 @@ class SiteServer:
             reply = {"type": "error", "kind": "failed", "message": f"site {self._name!r}: {err}"}
         async with lock:
             await write_message(writer, {**reply, "id": ident}, self._limit)
+        elapsed_ms = 1e3 * (time.perf_counter() - start)
+        logger.debug("site %s: %s answered in %.1f ms", self._name, method, elapsed_ms)
 
     async def _handle(self, method: str, session: str, body: bytes) -> dict[str, Any]:
         if method in ("ask", "open"):
