@@ -117,8 +117,9 @@ def main() -> None:
     setting = f"4 hospitals, packed HE + secure aggregation, {args.rounds} rounds"
     table = Table(title=f"Federated clusters vs a shared cluster ({setting})")
 
-    for column in ("model", "params", "mode", "round s: median (range)", "set-up s", "payload up/round", "payload down/round",
-                   "wire to sites/round", "wire from sites/round", "accuracy"):  # fmt: skip
+    columns = ("model", "params", "mode", "round s: median (range)", "set-up s", "payload up/round",
+               "payload down/round", "wire to sites/round", "wire from sites/round", "accuracy")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="left" if column in ("model", "mode") else "right")
     for r in rows:
         table.add_row(
