@@ -70,6 +70,7 @@ def start_gateway(loaded: LoadedPipeline, namespace: str) -> tuple[Any, int]:
         ca=loaded.resolve(f.ca),
         sites=tuple(loaded.spec.remote_silos),
         limit=f.max_message_mb * 2**20,
+        pins=tuple((s.name, s.certificate_sha256) for s in loaded.spec.silos if s.certificate_sha256),
     )
     actor: Any = ray.remote(Gateway)
     handle = actor.options(namespace=namespace, num_cpus=0).remote(settings)

@@ -9,11 +9,20 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.strategies import ROBUST
+from sites.config import normal_fingerprint
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -102,6 +111,10 @@ class SiloSection(_Section):
     # Served by its organization's own cluster (`fedsilo site serve`) through the gateway;
     # unset: remote when the pipeline has a [federation] section.
     remote: bool | None = None
+    # A remote silo's client certificate, pinned (sha256 of its DER): only that certificate may
+    # serve it, whichever CA in [federation] ca signed it. Unset: any certificate from those CAs
+    # whose common name is the silo's name.
+    certificate_sha256: Annotated[str, AfterValidator(normal_fingerprint)] | None = None
 
 
 class FederationSection(_Section):

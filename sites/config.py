@@ -44,7 +44,8 @@ def _approvable(value: str) -> str:
     return value
 
 
-def _fingerprint(value: str) -> str:
+def normal_fingerprint(value: str) -> str:
+    """A sha256 fingerprint as fedsilo compares them: 64 lowercase hex digits, no colons."""
     normal = value.replace(":", "").lower()  # "AB:CD:..." as openssl prints it
     if not SHA256.match(normal):
         raise ValueError(f"{value!r} is not a certificate's sha256 fingerprint (64 hex digits)")
@@ -98,7 +99,7 @@ class PolicySection(_Section):
     max_rounds: int | None = Field(None, ge=1)
     allowed_metrics: list[Annotated[str, Field(min_length=1)]] | None = None
     publish: bool = True
-    coordinators: list[Annotated[str, AfterValidator(_fingerprint)]] = Field(default_factory=list)
+    coordinators: list[Annotated[str, AfterValidator(normal_fingerprint)]] = Field(default_factory=list)
     pipelines: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
 

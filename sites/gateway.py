@@ -39,6 +39,7 @@ class GatewaySettings:
     ca: str  # CA certificate(s) that sign the sites' client certificates
     sites: tuple[str, ...]  # the remote silos of this federation: no other name is served
     limit: int = MAX_MESSAGE_BYTES
+    pins: tuple[tuple[str, str], ...] = ()  # (site, sha256 of its certificate) for pinned sites
 
 
 @dataclass
@@ -163,7 +164,7 @@ class Gateway:
         try:
             hello = await asyncio.wait_for(read_message(reader, self._settings.limit, peer), HELLO_TIMEOUT_S)
             site = envelope_field(hello, "site", str, peer)
-            refusal = self._admit(site, name, hello.get("version"))
+            refusal = self._admit(site, name, fingerprint, hello.get("version"))
             if refusal:
                 logger.warning("gateway: refused %s: %s", peer, refusal)
                 await write_message(writer, {"type": "refused", "message": refusal}, self._settings.limit)
@@ -186,11 +187,14 @@ class Gateway:
         self._notify()
         await self._read(conn, reader, peer)
 
-    def _admit(self, site: str, common_name: str, version: Any) -> str:
+    def _admit(self, site: str, common_name: str, fingerprint: str, version: Any) -> str:
         if version != VERSION:
             return f"wire version {version!r} is not {VERSION}"
         if site != common_name:
             return f"the certificate is issued to {common_name!r}, not to site {site!r}"
+        pinned = dict(self._settings.pins).get(site)
+        if pinned is not None and fingerprint != pinned:
+            return f"site {site!r} presented certificate sha256 {fingerprint[:16]}..., not the one pinned"
         if site not in self._settings.sites:
             return f"{site!r} is not a remote silo of this federation ({list(self._settings.sites)})"
         return ""

@@ -73,8 +73,12 @@ class SiteServer:
             try:
                 if await self._serve_once():
                     delay = 0.5
-            except (OSError, ConnectionError, asyncio.IncompleteReadError, TimeoutError, WireError) as err:
+            except (ConnectionRefusedError, asyncio.IncompleteReadError) as err:  # between runs: normal
                 logger.info(
+                    "site %s: coordinator %s: %s", self._name, self._address, err or type(err).__name__
+                )
+            except (OSError, ConnectionError, TimeoutError, WireError) as err:  # TLS refused, a bad peer
+                logger.warning(
                     "site %s: coordinator %s: %s", self._name, self._address, err or type(err).__name__
                 )
             await asyncio.sleep(delay)
@@ -146,7 +150,9 @@ class SiteServer:
             if not isinstance(terms, RunTerms):
                 raise WireError("an ask carries RunTerms")
             refusals = check_terms(self._site, terms, self._coordinator)
-            self._record("ask", terms, refusal=refusals[0] if refusals else None, detail="dry run")
+            lines: list[Refusal | None] = [*refusals] or [None]
+            for refusal in lines:  # one line per rule broken: the officer sees them all
+                self._record("ask", terms, refusal=refusal, detail="dry run")
             return {"type": "result", "body": dumps(tuple(refusals))}
         if method == "open":
             return await self._open(session, body)

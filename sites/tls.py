@@ -10,7 +10,6 @@ import ssl
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 
@@ -63,12 +62,3 @@ def peer_name(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str:
         return ""
     names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else ""
-
-
-def certificate_sha256(path: Path) -> str:
-    """The fingerprint of a PEM certificate file, as `peer_sha256` reports it."""
-    try:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
-    except (OSError, ValueError) as err:
-        raise TLSError(f"cannot read the certificate {path}: {err}") from None
-    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()

@@ -16,7 +16,7 @@ import pytest
 
 from pipelines import local_sites as kit
 from sites.audit import read_audit
-from sites.config import load_site
+from sites.config import fingerprint, load_site
 from sites.gateway import Gateway, GatewaySettings
 from sites.serve import SiteServer
 from sites.terms import Refusal, RunTerms
@@ -34,7 +34,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def gateway(certs: Path) -> Gateway:
+def gateway(certs: Path, pins: tuple[tuple[str, str], ...] = ()) -> Gateway:
     return Gateway(
         GatewaySettings(
             listen="127.0.0.1:0",
@@ -43,6 +43,7 @@ def gateway(certs: Path) -> Gateway:
             ca=str(certs / "ca.crt"),
             sites=("cleveland",),
             limit=LIMIT,
+            pins=pins,
         )
     )
 
@@ -122,6 +123,22 @@ def test_a_site_claiming_another_sites_name_or_not_in_the_federation_is_refused(
     impostor, stranger = run(scenario)
     assert impostor["type"] == "refused" and "issued to 'hungary'" in impostor["message"]
     assert stranger["type"] == "refused" and "not a remote silo" in stranger["message"]
+
+
+def test_a_pinned_site_must_present_exactly_its_certificate(certs: Path) -> None:
+    async def scenario() -> tuple[Any, Any]:
+        # Prepare: cleveland pinned to its own certificate, then to another one of the same CA
+        answers = []
+        for pin in (fingerprint(certs / "cleveland.crt"), fingerprint(certs / "hungary.crt")):
+            gw = gateway(certs, pins=(("cleveland", pin),))
+            port = await gw.start()
+            answers.append((await hello(port, certs, "cleveland", "cleveland"))[0])
+            await gw.stop()
+        return answers[0], answers[1]
+
+    pinned, other = run(scenario)
+    assert pinned["type"] == "welcome"
+    assert other["type"] == "refused" and "not the one pinned" in other["message"]
 
 
 @pytest.mark.parametrize("frame", ["pickle", "oversized"])
