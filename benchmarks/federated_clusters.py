@@ -30,7 +30,7 @@ import ray
 from rich.console import Console
 from rich.table import Table
 
-from pipelines import local_sites
+from pipelines.federated import local as local_sites
 from pipelines.runner import RunOptions, run_federation
 from pipelines.spec import load_pipeline
 

@@ -15,7 +15,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,9 +25,11 @@ from rich.table import Table
 
 from orchestrator.errors import FederationError, SchemaMismatch
 from orchestrator.schema import agree
-from pipelines import build, lifecycle_cli, ops_cli, site_cli
+from pipelines import build, lifecycle_cli, ops_cli
 from pipelines.checkpoint import CheckpointError
+from pipelines.federated import site_cli
 from pipelines.privacy_report import delta_problems, privacy_line, training_rows_estimate
+from pipelines.ray_auth import prepare_ray_auth
 from pipelines.registry import RegistryError
 from pipelines.spec import LoadedPipeline, PipelineError, bundled_example, bundled_examples, load_pipeline
 from privacy.codec import CodecError
@@ -189,17 +191,6 @@ def validate_task(loaded: LoadedPipeline, console: Console) -> None:
         highlight=False,
     )
     console.print(privacy_line(spec), highlight=False)
-
-
-def prepare_ray_auth(environ: MutableMapping[str, str] = os.environ) -> None:
-    """Before Ray is imported: heads started by Ray >= 2.59 require a token that a client sends
-    only with RAY_AUTH_MODE=token, read once when Ray loads. A token-mode client also joins a
-    head without authentication, so choose token mode whenever a token is at hand."""
-    if "RAY_AUTH_MODE" in environ:
-        return
-    token_file = Path(environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    if environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
-        environ["RAY_AUTH_MODE"] = "token"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

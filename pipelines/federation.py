@@ -16,7 +16,7 @@ from orchestrator.actor import Orchestrator, failure_reason
 from orchestrator.errors import FederationError
 from orchestrator.records import SetupReport
 from pipelines import build, checkpoint, placement
-from pipelines import remote as remote_sites
+from pipelines.federated import coordinator as remote_sites
 from pipelines.spec import LoadedPipeline
 from silo.actor import silo_actor
 from silo.config import SiloSpec

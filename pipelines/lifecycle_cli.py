@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from pipelines.gate import DEFAULT_MARGIN, DEFAULT_METRIC, METRICS
+from pipelines.ray_auth import prepare_ray_auth
 from pipelines.registry import RegistryError, default_tracking_uri
 from pipelines.spec import load_pipeline
 from pipelines.tracking import resolve_tracking_uri
@@ -69,8 +70,6 @@ def run_command(args: argparse.Namespace, console: Console, err_console: Console
             from pipelines.evaluate import evaluate_models, report
 
             if args.address:
-                from pipelines.cli import prepare_ray_auth
-
                 prepare_ray_auth()
             quiet = Console(stderr=True) if args.json else console
             loaded = load_pipeline(args.pipeline)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sites.tls import peer_name, peer_sha256, server_context
-from sites.transport import VERSION, read_message, read_sized, write_message
+from sites.transport import VERSION, keepalive, read_message, read_sized, write_message
 from sites.transport import field as envelope_field
 from sites.wire import MAX_MESSAGE_BYTES, WireError
 
@@ -158,6 +158,7 @@ class Gateway:
         return await future
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        keepalive(writer)
         ssl_object = writer.get_extra_info("ssl_object")
         name, fingerprint = peer_name(ssl_object), peer_sha256(ssl_object)
         peer = f"site {name!r} ({writer.get_extra_info('peername')})"

@@ -31,7 +31,7 @@ from sites.policy import check_answer, check_call, check_terms
 from sites.proxy import SILO_METHODS
 from sites.terms import Refusal, RunTerms, task_id
 from sites.tls import client_context, peer_sha256
-from sites.transport import VERSION, field, read_message, write_message
+from sites.transport import VERSION, field, keepalive, read_message, write_message
 from sites.wire import MAX_MESSAGE_BYTES, WireError, dumps, loads
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class SiteServer:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, int(port), ssl=self._ssl, server_hostname=host), 30
         )
+        keepalive(writer)
         try:
             fingerprint = peer_sha256(writer.get_extra_info("ssl_object"))
             if not self._trusted(fingerprint):

@@ -11,6 +11,7 @@ by the proxy and the site, so the gateway only routes bytes.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from typing import Any
 
@@ -55,3 +56,15 @@ def field(message: dict[str, Any], name: str, kind: type, peer: str) -> Any:
     if not isinstance(value, kind):
         raise WireError(f"{peer} sent a {message.get('type')!r} message without a valid {name!r}")
     return value
+
+
+def keepalive(writer: asyncio.StreamWriter, idle_s: int = 30, interval_s: int = 10, probes: int = 3) -> None:
+    """TCP keepalive on the connection: a peer that vanished without closing it (a cable pulled, a
+    firewall's idle timeout) is noticed in about a minute, not when the next call times out."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", idle_s), ("TCP_KEEPINTVL", interval_s), ("TCP_KEEPCNT", probes)):
+        if hasattr(socket, option):  # Linux; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from pipelines import site_cli
+from pipelines.federated import site_cli
 from silo.messages import Evaluation, FitRes, SiloReady
 from sites.audit import AuditEntry, AuditLog, audit_table, describe_result, read_audit, utc_now
 from tests.sites.test_config import SITE, load, write_site

@@ -26,8 +26,8 @@ import mlflow
 import pytest
 from rich.console import Console
 
-from pipelines import local_sites as kit
-from pipelines import site_cli
+from pipelines.federated import local as kit
+from pipelines.federated import site_cli
 from pipelines.spec import load_pipeline
 from sites.audit import read_audit
 from sites.config import load_site

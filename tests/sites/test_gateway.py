@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pipelines import local_sites as kit
+from pipelines.federated import local as kit
 from sites.audit import read_audit
 from sites.config import fingerprint, load_site
 from sites.gateway import Gateway, GatewaySettings

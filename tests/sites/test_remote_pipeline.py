@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import local_sites
-from pipelines.remote import terms
+from pipelines.federated import local as local_sites
+from pipelines.federated.coordinator import terms
 from pipelines.spec import PipelineError, load_pipeline
 
 CERTS = 'certificate = "c.crt"\nkey = "c.key"\nca = "ca.crt"\n'

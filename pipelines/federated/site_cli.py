@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.ray_auth import prepare_ray_auth
 from pipelines.spec import LoadedPipeline
 from sites.audit import audit_table, read_audit
 from sites.config import SiteError, load_site
@@ -49,8 +50,6 @@ def add_parser(commands: Any) -> None:
 
 def serve(args: argparse.Namespace, err_console: Console) -> int:
     """Serve until interrupted (SIGINT or SIGTERM): the site's Ray is shut down on the way out."""
-    from pipelines.cli import prepare_ray_auth
-
     try:
         site = load_site(args.site)
     except SiteError as err:
@@ -69,7 +68,7 @@ def ask(loaded: LoadedPipeline, console: Console) -> int:
     """`fedsilo validate PIPELINE --against-sites`: each remote site's answer; 1 if one refuses."""
     import ray
 
-    from pipelines.remote import ask_sites
+    from pipelines.federated.coordinator import ask_sites
 
     started = not ray.is_initialized()
     if started:

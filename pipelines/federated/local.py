@@ -4,7 +4,7 @@ SITE.toml and one `fedsilo site serve` process (its own Ray) per site, and the b
 with a [federation] section. The tests and benchmarks/federated_clusters.py use it; so can you, to try the
 mode before the hospitals' IT does:
 
-    python -c "from pipelines.local_sites import demo; demo('/tmp/fedsilo-sites')"
+    python -c "from pipelines.federated.local import demo; demo('/tmp/fedsilo-sites')"
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from pipelines.spec import bundled_example
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout (an editable install)
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (an editable install)
 EXAMPLE = bundled_example().parent
 FILES = {
     "cleveland": "processed.cleveland.data",
