@@ -108,6 +108,11 @@ def check_call(site: LoadedSite, terms: RunTerms, method: str, args: tuple[objec
     policy, name = site.config.policy, site.name
     if method == "publish" and not policy.publish:
         return Refusal(name, "publish", "this site does not decrypt and register the final model")
+    if method == "score_models" and terms.task != TABULAR:
+        # A registered task model is its task file and a pickled module: loading it runs code
+        # the registry holds, not the file this site approved.
+        detail = "scoring a registered task model would unpickle code from the registry"
+        return Refusal(name, "approved_tasks", detail)
     rounds = policy.max_rounds
     for arg in args:
         if method == "fit" and isinstance(arg, FitIns) and rounds is not None and arg.round > rounds:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,17 @@ def test_publish_refused_when_policy_says_no(tmp_path: Path) -> None:
     assert refusal is not None and refusal.rule == "publish"
     assert check_call(publishing, TERMS, "publish", ()) is None
     assert check_call(refusing, TERMS, "score_models", (("models:/m/1",), "sqlite:///x.db")) is None
+
+
+def test_scoring_registered_task_models_is_refused_since_it_would_unpickle_code(site: LoadedSite) -> None:
+    # Prepare: a run of a task module rather than the tables
+    task_run = replace(TERMS, task="ab" * 32)
+    args = (("models:/m/1",), "sqlite:///x.db")
+    # Execute
+    refusal = check_call(site, task_run, "score_models", args)
+    # Assert
+    assert refusal is not None and refusal.rule == "approved_tasks" and "unpickle" in refusal.detail
+    assert check_call(site, TERMS, "score_models", args) is None
 
 
 def test_masked_sums_with_too_few_members(site: LoadedSite) -> None:
