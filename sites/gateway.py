@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -40,6 +41,11 @@ class GatewaySettings:
     sites: tuple[str, ...]  # the remote silos of this federation: no other name is served
     limit: int = MAX_MESSAGE_BYTES
     pins: tuple[tuple[str, str], ...] = ()  # (site, sha256 of its certificate) for pinned sites
+    bind_timeout_s: float = 30.0  # how long to wait for a port still held (a coordinator restarting)
+
+
+class GatewayError(RuntimeError):
+    """The gateway cannot start (its port is taken, its certificates unusable)."""
 
 
 @dataclass
@@ -60,7 +66,7 @@ class Gateway:
         self._opens: dict[str, tuple[str, bytes]] = {}  # site -> (session, open body)
         self._traffic: dict[str, list[int]] = {}  # site -> [bytes to it, bytes from it], framing included
         self._changed: asyncio.Event | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
         """Listen; the port bound (useful with port 0)."""
@@ -68,7 +74,17 @@ class Gateway:
         s = self._settings
         context = server_context(Path(s.certificate), Path(s.key), Path(s.ca))
         self._changed = asyncio.Event()
-        self._server = await asyncio.start_server(self._serve, host or None, int(port), ssl=context)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.bind_timeout_s
+        while self._server is None:
+            try:
+                self._server = await asyncio.start_server(self._serve, host or None, int(port), ssl=context)
+            except OSError as err:  # a crashed coordinator's gateway may hold the port a while longer
+                if err.errno != errno.EADDRINUSE or loop.time() > deadline:
+                    raise GatewayError(
+                        f"the gateway cannot listen on {s.listen}: {err.strerror or err}"
+                    ) from None
+                await asyncio.sleep(0.5)
         bound = int(self._server.sockets[0].getsockname()[1])
         logger.info("gateway listening on %s:%d for sites %s", host, bound, list(s.sites))
         return bound

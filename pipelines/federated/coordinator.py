@@ -14,12 +14,14 @@ from typing import Any
 
 import ray
 
+from orchestrator.errors import FederationError
 from pipelines import build
 from pipelines.spec import LoadedPipeline
 from silo.config import SiloSpec
-from sites.gateway import Gateway, GatewaySettings
+from sites.gateway import Gateway, GatewayError, GatewaySettings
 from sites.proxy import SiloProxy
 from sites.terms import Refusal, RunTerms, task_id
+from sites.tls import TLSError
 from sites.wire import dumps, loads
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,14 @@ def start_gateway(loaded: LoadedPipeline, namespace: str) -> tuple[Any, int]:
     )
     actor: Any = ray.remote(Gateway)
     handle = actor.options(namespace=namespace, num_cpus=0).remote(settings)
-    port: int = ray.get(handle.start.remote())
+    try:
+        port: int = ray.get(handle.start.remote())
+    except ray.exceptions.RayTaskError as err:
+        ray.kill(handle)
+        cause = err.cause
+        raise FederationError(
+            str(cause) if isinstance(cause, GatewayError | TLSError) else str(err)
+        ) from None
     return handle, port
 
 

@@ -10,9 +10,11 @@ killed mid-run that rejoins. Each site's policy lives in its SITE.toml, re-read 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +38,7 @@ from tests.conftest import ray_head, run_in_process
 pytestmark = pytest.mark.slow
 
 SITES = ["cleveland", "hungary", "switzerland"]
+TASK = Path(__file__).with_name("heart_task.py")
 POLICIES = {
     "cleveland": 'approved_tasks = ["tabular"]',
     "hungary": f'approved_tasks = ["{"ab" * 32}"]',  # some other task: not the tables
@@ -160,6 +163,47 @@ def test_once_approved_every_site_trains_to_the_figures_of_a_shared_cluster(
     } <= served
     assert {e.round for e in audit if e.method == "fit"} == {1, 2, 3}
     assert sum(e.bytes_out for e in audit) > 0
+
+
+def task_pipeline(federation: Federation, name: str) -> Path:
+    """heart_task.py, a [task] module, on the same four hospitals (long-beach local)."""
+    folder = federation.folder / name
+    folder.mkdir()
+    shutil.copy(TASK, folder / TASK.name)
+    text = federation.pipeline(name, rounds=2).read_text()
+    head, rest = text.split("[model]", 1)
+    rest = rest[rest.index("[[silos]]") :]
+    (folder / "pipeline.toml").write_text(
+        head.replace('name = "heart-disease"', 'name = "heart-task"')
+        + f'[task]\nmodule = "{TASK.name}"\nkind = "binary"\n\n'
+        + rest.replace('registered_model = "heart-disease-classifier"', 'registered_model = "heart-task"')
+    )
+    return folder / "pipeline.toml"
+
+
+def test_a_task_module_is_served_where_its_sha256_is_approved_and_not_elsewhere(
+    ray_local: None, federation: Federation
+) -> None:
+    # Prepare: cleveland approves the task file's hash; hungary and switzerland the tables only
+    digest = hashlib.sha256(TASK.read_bytes()).hexdigest()
+    federation.set_policy("cleveland", f'approved_tasks = ["{digest}"]')
+    path = task_pipeline(federation, "task-refused")
+    try:
+        # Execute
+        refused, _ = run_in_process(path)
+        federation.set_policy("hungary", f'approved_tasks = ["tabular", "{digest}"]')
+        approved, _ = run_in_process(task_pipeline(federation, "task-approved"))
+    finally:
+        federation.set_policy("cleveland", f'approved_tasks = ["tabular", "{digest}"]')
+    # Assert
+    tags, events = tags_and_events(refused)
+    assert tags["fedsilo.sites.left_out"] == "hungary=approved_tasks, switzerland=approved_tasks"
+    assert any(digest in e["event"] for e in events if e["silo"] == "hungary")  # what to approve
+    assert [r["participants"] for r in refused["per_round"]] == [2, 2]
+    assert [r["participants"] for r in approved["per_round"]] == [3, 3]
+    assert approved["final"]["global_val_accuracy"] > 0.7
+    served = {e.method for e in federation.audit("hungary") if e.run_id == approved["run_id"]}
+    assert {"open", "describe", "prepare_task", "fit", "evaluate"} <= served
 
 
 def test_a_site_killed_mid_run_is_left_out_then_rejoins(ray_local: None, federation: Federation) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import pickle
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from pipelines.federated import local as kit
 from sites.audit import read_audit
 from sites.config import fingerprint, load_site
-from sites.gateway import Gateway, GatewaySettings
+from sites.gateway import Gateway, GatewayError, GatewaySettings
 from sites.serve import SiteServer
 from sites.terms import Refusal, RunTerms
 from sites.tls import client_context
@@ -207,3 +208,25 @@ def test_a_site_answers_a_dry_run_and_refuses_a_body_that_needs_pickle(certs: Pa
     assert bad[0] == "failed" and "cleveland" in bad[1] and "malformed" in bad[1]
     entries = read_audit(load_site(tmp_path / "cleveland" / "SITE.toml").audit_path)
     assert [(e.method, e.outcome, e.rule) for e in entries] == [("ask", "refused", "max_rounds")]
+
+
+def test_a_port_still_held_is_waited_for_then_refused_clearly(certs: Path) -> None:
+    async def scenario() -> tuple[int, str]:
+        # Prepare: a gateway holding the port, as a crashed coordinator's may for a while
+        first = gateway(certs)
+        port = await first.start()
+        settings = replace(first._settings, listen=f"127.0.0.1:{port}", bind_timeout_s=0.5)
+        # Execute: one gives up, one waits until the first lets go
+        with pytest.raises(GatewayError) as refused:
+            await Gateway(settings).start()
+        second = Gateway(replace(settings, bind_timeout_s=10))
+        waiting = asyncio.create_task(second.start())
+        await asyncio.sleep(1)
+        await first.stop()
+        bound = await waiting
+        await second.stop()
+        return bound, str(refused.value)
+
+    bound, message = run(scenario)
+    assert bound > 0
+    assert f"cannot listen on 127.0.0.1:{bound}" in message and "in use" in message
