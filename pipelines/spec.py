@@ -6,7 +6,6 @@ fedsilo validate pipelines/examples/heart_disease/pipeline.toml
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,13 +15,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from orchestrator.strategies import ROBUST
 from sites.config import normal_fingerprint
+from sites.tomlfile import FileProblems, validate
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -525,61 +524,11 @@ class PipelineError(ValueError):
         super().__init__(f"{path}: invalid pipeline\n  " + "\n  ".join(problems))
 
 
-def _key_lines(text: str) -> dict[tuple[Any, ...], int]:
-    """Map dotted key paths (with [[array]] indices) to the line that sets them."""
-    lines: dict[tuple[Any, ...], int] = {}
-    table: tuple[Any, ...] = ()
-    counts: dict[tuple[Any, ...], int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if match := re.match(r"^\[\[\s*([^\]]+?)\s*\]\]$", line):
-            key = tuple(match.group(1).split("."))
-            counts[key] = counts.get(key, -1) + 1
-            table = (*key, counts[key])
-            lines.setdefault(table, number)
-        elif match := re.match(r"^\[\s*([^\]]+?)\s*\]$", line):
-            table = tuple(match.group(1).split("."))
-            lines.setdefault(table, number)
-        elif match := re.match(r"^([A-Za-z0-9_.\-\"']+)\s*=", line):
-            key = tuple(part.strip().strip("\"'") for part in match.group(1).split("."))
-            lines.setdefault((*table, *key), number)
-    return lines
-
-
-def _locate(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
-    for end in range(len(loc), 0, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return None
-
-
 def parse_pipeline(text: str, path: Path) -> LoadedPipeline:
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise PipelineError(path, [f"{path.name}: not valid TOML: {err}"]) from err
-    try:
-        spec = Pipeline.model_validate(raw)
-    except ValidationError as err:
-        lines = _key_lines(text)
-        problems = []
-        for e in err.errors():
-            loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            if not loc and (named := re.match(r"^Value error, ([a-z_]+(?:\.[a-z_]+)+) =", e["msg"])):
-                loc = tuple(named.group(1).split("."))  # a cross-field check that names its field
-            field = ".".join(str(p) for p in loc) or "(top level)"
-            line = _locate(lines, loc)
-            where = f"{path.name}:{line}" if line else path.name
-            message = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                message = "unknown field (a typo?)"
-            elif e["type"] == "missing":
-                message = "required field is missing"
-            quiet = ("missing", "model_type", "extra_forbidden")
-            scalar = isinstance(e["input"], str | int | float | bool)
-            given = f" (got {e['input']!r})" if scalar and e["type"] not in quiet else ""
-            problems.append(f"{where}: {field}: {message}{given if len(given) < 80 else ''}")
-        raise PipelineError(path, problems) from err
+        spec = validate(Pipeline, text, path)
+    except FileProblems as err:
+        raise PipelineError(path, err.problems) from err
     return LoadedPipeline(spec, path.resolve(), text)
 
 

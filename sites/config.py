@@ -9,7 +9,6 @@ Relative paths are relative to the folder that holds SITE.toml.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -17,9 +16,10 @@ from typing import Annotated
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from sites.terms import TABULAR
+from sites.tomlfile import FileProblems, key_lines, problem, validate
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -174,25 +174,8 @@ class LoadedSite:
             ) from err
 
 
-def _key_line(text: str, loc: tuple[str | int, ...]) -> int | None:
-    """The line that sets ``loc`` (or its table): SITE.toml has only [tables] and keys."""
-    table: tuple[str, ...] = ()
-    found: int | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if header := re.fullmatch(r"\[\s*([\w.-]+)\s*\]", line):
-            table = (header.group(1),)
-            if table == loc[:1] and found is None:
-                found = number
-        elif (key := re.match(r"^([\w-]+)\s*=", line)) and (*table, key.group(1)) == loc[:2]:
-            return number
-    return found
-
-
-def _problem(path: Path, text: str, loc: tuple[str | int, ...], message: str) -> str:
-    line = _key_line(text, loc)
-    field = ".".join(str(p) for p in loc) or "(top level)"
-    return f"{path.name}:{line}: {field}: {message}" if line else f"{path.name}: {field}: {message}"
+def _problem(path: Path, text: str, loc: tuple[str, ...], message: str) -> str:
+    return problem(path, key_lines(text), loc, message)
 
 
 def _files(site: LoadedSite, text: str) -> list[str]:
@@ -229,23 +212,9 @@ def parse_site(text: str, path: str | Path, check_files: bool = True) -> LoadedS
     the audit needs, which outlives the data)."""
     path = Path(path).resolve()
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise SiteError(path, [f"{path.name}: not valid TOML: {err}"]) from err
-    try:
-        config = SiteConfig.model_validate(raw)
-    except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            message = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                message = "unknown field (a typo?)"
-            elif e["type"] == "missing":
-                message = "required field is missing"
-            elif isinstance(e["input"], str | int | float | bool):
-                message += f" (got {e['input']!r})"
-            problems.append(_problem(path, text, tuple(e["loc"]), message))
-        raise SiteError(path, problems) from err
+        config = validate(SiteConfig, text, path)
+    except FileProblems as err:
+        raise SiteError(path, err.problems) from err
     site = LoadedSite(config, path)
     if check_files and (problems := _files(site, text)):
         raise SiteError(path, problems)
