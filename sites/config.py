@@ -66,6 +66,7 @@ class SiteSection(_Section):
     num_cpus: float = Field(1.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
     he_secret_key: str | None = None
+    max_message_mb: int = Field(512, ge=1)  # a larger message from the coordinator is refused
 
 
 class CoordinatorSection(_Section):

@@ -316,6 +316,6 @@ def serve(site: LoadedSite, address: str | None = None) -> None:
         "site %s: serving %s to %s; audit log %s", c.name, site.data_path, coordinator, site.audit_path
     )
     try:
-        asyncio.run(SiteServer(site).serve_forever())
+        asyncio.run(SiteServer(site, limit=c.max_message_mb * 2**20).serve_forever())
     finally:
         ray.shutdown()
