@@ -17,15 +17,15 @@ import hashlib
 import logging
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from orchestrator.calls import failure_reason
 from silo.actor import silo_actor
 from silo.config import SiloSpec
-from sites.audit import AuditEntry, AuditLog, describe_result
+from sites.audit import AuditEntry, AuditLog, describe_result, utc_now
 from sites.config import LoadedSite, SiteError, load_site
 from sites.policy import check_answer, check_call, check_terms
 from sites.proxy import SILO_METHODS
@@ -137,7 +137,10 @@ class SiteServer:
                 method, field(message, "session", str, peer), field(message, "body", bytes, peer)
             )
         except WireError as err:
-            reply = {"type": "error", "kind": "failed", "message": f"site {self._name!r}: {err}"}
+            reply = self._error("failed", f"site {self._name!r}: {err}", "")
+        except OSError as err:  # the audit log cannot be written: nothing leaves unrecorded
+            logger.error("site %s: the audit log %s cannot be written: %s", self._name, self._audit.path, err)
+            reply = self._error("unavailable", f"site {self._name!r} cannot write its audit log", "audit_log")
         async with lock:
             await write_message(writer, {**reply, "id": ident}, self._limit)
         elapsed_ms = 1e3 * (time.perf_counter() - start)
@@ -235,8 +238,7 @@ class SiteServer:
         try:
             result = await getattr(self._silo, method).remote(*args)
         except RayTaskError as err:
-            cause = err.cause
-            reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(err).splitlines()[0]
+            reason = failure_reason(err)
             self._record(method, terms, outcome="failed", detail=reason)
             return self._error("failed", reason, "")
         except RayActorError as err:
@@ -274,7 +276,7 @@ class SiteServer:
         """One audit line, written (and synced) before the answer leaves."""
         self._audit.record(
             AuditEntry(
-                time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                time=utc_now(),
                 site=self._name,
                 coordinator=coordinator if coordinator is not None else self._coordinator,
                 run_id=terms.run_id if terms else "",
