@@ -103,8 +103,7 @@ def validate(loaded: LoadedPipeline, console: Console, against_sites: bool = Fal
     local = [s for s in spec.silos if not spec.is_remote(s)]
     if local:
         validate_local(replace(loaded, spec=spec.model_copy(update={"silos": local})), console)
-    else:
-        console.print(privacy_line(spec), highlight=False)
+    console.print(privacy_line(spec), highlight=False)  # of the whole federation, remote silos too
     if spec.remote_silos and not against_sites:
         console.print(f"remote silos {spec.remote_silos}: their sites check their own data; "
                       "ask them with --against-sites", highlight=False)  # fmt: skip
@@ -137,7 +136,6 @@ def validate_local(loaded: LoadedPipeline, console: Console) -> None:
         f"{len(schema.features)} features ({len(schema.categorical)} categorical), "
         f"{schema.n_inputs} model inputs, classes {list(schema.classes)}"
     )
-    console.print(privacy_line(loaded.spec), highlight=False)
     for warning in (w for d in descriptions for w in d.warnings):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
@@ -190,7 +188,6 @@ def validate_task(loaded: LoadedPipeline, console: Console) -> None:
         f"{manifest.size} values exchanged in {len(manifest.tensors)} tensors{frozen}",
         highlight=False,
     )
-    console.print(privacy_line(spec), highlight=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

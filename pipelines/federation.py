@@ -101,7 +101,7 @@ class Federation:
             return checkpoint.privacy_state_path(checkpoints, run_id, silo)
 
         specs = build.silo_specs(loaded, backup, resume, dp_state=dp_state, warm_start=warm_start)
-        remote = set(spec.remote_silos)
+        remote = self._remote = set(spec.remote_silos)  # served by their sites (_join_sites)
         self.silos: dict[str, Any] = {
             s.name: silo_cls.options(
                 name=f"silo:{s.name}",
@@ -151,8 +151,7 @@ class Federation:
 
     def _wait_placed(self, timeout: float) -> None:
         """Every silo placed and started within ``timeout``, or a clear error naming the silos."""
-        remote = set(self._loaded.spec.remote_silos)  # their sites have answered already (_join_sites)
-        refs = {h.status.remote(): name for name, h in self.silos.items() if name not in remote}
+        refs = {h.status.remote(): name for name, h in self.silos.items() if name not in self._remote}
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         failed: list[str] = []
         for ref in ready:

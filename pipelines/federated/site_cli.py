@@ -69,11 +69,9 @@ def ask(loaded: LoadedPipeline, console: Console) -> int:
     import ray
 
     from pipelines.federated.coordinator import ask_sites
+    from pipelines.federation import start_ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1")  # fmt: skip
+    started = start_ray(loaded.spec.name, None, log_to_driver=False)
     try:
         with console.status("asking the sites (they connect to this command's gateway)"):
             answers = ask_sites(loaded, ray.get_runtime_context().namespace)
