@@ -44,7 +44,7 @@ from privacy.secagg import OrchestratorKey, SecAggError
 from privacy.secure_sum import SecureSumCodec
 from privacy.signing import SignatureError, verify_update
 from silo.data import SiloDescription
-from silo.exchange import ManifestMismatch, check_manifests
+from silo.exchange import manifest_problems
 from silo.messages import (
     Evaluation,
     FitIns,
@@ -260,12 +260,10 @@ class Orchestrator:
 
     def _setup_task(self, descriptions: list[SiloDescription], start: float) -> SetupReport:
         problems = [error for d in descriptions for error in d.errors]
+        manifests = {d.name: d.manifest for d in descriptions if d.manifest is not None}
+        problems = problems or manifest_problems(manifests)
         if problems:
             raise SchemaMismatch(problems)
-        try:
-            check_manifests({d.name: d.manifest for d in descriptions if d.manifest is not None})
-        except ManifestMismatch as err:
-            raise SchemaMismatch(str(err).split("; ")) from err
         files = {d.task_sha256 for d in descriptions}
         if len(files) != 1:
             raise SchemaMismatch(

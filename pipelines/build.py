@@ -92,16 +92,19 @@ def silo_specs(
     resume: bool = False,
     dp_state: Callable[[str], str] | None = None,
     warm_start: tuple[str, str] | None = None,
+    tracking_uri: str | None = None,
 ) -> list[SiloSpec]:
     """``key_backup(silo)``: where that silo keeps a copy of the run's HE key (checkpointed
     runs). ``resume``: silos read the key from there instead of receiving a fresh one.
     ``dp_state(silo)``: where that silo keeps its privacy accountant (DP runs).
-    ``warm_start``: (resolved ``models:/NAME/VERSION``, tracking URI) of the initial model."""
+    ``warm_start``: (resolved ``models:/NAME/VERSION``, tracking URI) of the initial model.
+    ``tracking_uri``: the run's store, which the publishing silo opens while rounds run."""
     spec = loaded.spec
     data = data_spec(loaded) if spec.data is not None else None
     task = task_spec(loaded)
     model = ModelSpec(kind=spec.model.kind, hidden=tuple(spec.model.hidden))
     keys = keys_folder(loaded)
+    store = warm_start[1] if warm_start else tracking_uri
     specs = []
     for s in spec.silos:
         backup = key_backup(s.name) if key_backup and not keys and spec.privacy.he != "off" else None
@@ -119,7 +122,7 @@ def silo_specs(
                 dp=dp_config(loaded),
                 dp_state_path=dp_state(s.name) if dp_state and spec.privacy.dp != "off" else None,
                 initial_model=warm_start[0] if warm_start else None,
-                tracking_uri=warm_start[1] if warm_start else None,
+                tracking_uri=store if warm_start or s.name == spec.publisher else None,
                 task=task,
                 publishes=s.name == spec.publisher,
                 workers=max(1, int(spec.resources.cpus_per_silo)),

@@ -145,7 +145,7 @@ def validate_task(loaded: LoadedPipeline, console: Console) -> None:
     through model and loss) and they must exchange the same tensors over the same frozen base."""
     import torch
 
-    from silo.exchange import ManifestMismatch, check_manifests
+    from silo.exchange import manifest_problems
     from silo.task import TaskError
     from silo.task_run import OpenTask, open_task
 
@@ -161,10 +161,7 @@ def validate_task(loaded: LoadedPipeline, console: Console) -> None:
                                           torch.device("cpu"), record)  # fmt: skip
         except TaskError as err:
             problems.append(str(err))
-    try:
-        check_manifests({name: o.exchange.manifest for name, o in opened.items()})
-    except ManifestMismatch as err:
-        problems += str(err).split("; ")
+    problems += manifest_problems({name: o.exchange.manifest for name, o in opened.items()})
     train_rows = {name: o.rows[0] for name, o in opened.items()}
     problems += delta_problems(spec, train_rows)
     if problems:

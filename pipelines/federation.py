@@ -18,7 +18,6 @@ from orchestrator.records import SetupReport
 from pipelines import build, checkpoint, placement
 from pipelines.federated import coordinator as remote_sites
 from pipelines.spec import LoadedPipeline
-from silo.actor import silo_actor
 from silo.config import SiloSpec
 
 logger = logging.getLogger(__name__)
@@ -85,6 +84,7 @@ class Federation:
         checkpoints: Path,
         resume: bool,
         warm_start: tuple[str, str] | None = None,  # see build.silo_specs
+        tracking_uri: str | None = None,  # the run's MLflow store (the publishing silo opens it early)
         known_key: tuple[bytes, str] | None = None,  # the run's HE key (a resumed run)
         orchestrate: bool = True,  # start the orchestrator now (its process boots beside the silos')
     ) -> None:
@@ -92,6 +92,8 @@ class Federation:
         self._loaded = loaded
         self._namespace = ray.get_runtime_context().namespace
         self.placement = placement.plan(spec, ray.cluster_resources())
+        from silo.actor import silo_actor  # torch and pandas: imported while Ray starts (early.py)
+
         silo_cls = silo_actor()
 
         def backup(silo: str) -> str:
@@ -100,7 +102,9 @@ class Federation:
         def dp_state(silo: str) -> str:
             return checkpoint.privacy_state_path(checkpoints, run_id, silo)
 
-        specs = build.silo_specs(loaded, backup, resume, dp_state=dp_state, warm_start=warm_start)
+        specs = build.silo_specs(
+            loaded, backup, resume, dp_state=dp_state, warm_start=warm_start, tracking_uri=tracking_uri
+        )
         remote = self._remote = set(spec.remote_silos)  # served by their sites (_join_sites)
         self.silos: dict[str, Any] = {
             s.name: silo_cls.options(

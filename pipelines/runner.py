@@ -18,7 +18,7 @@ from rich.console import Console
 from orchestrator.errors import BudgetSpent, FederationError
 from orchestrator.metrics import GlobalEval
 from orchestrator.records import OrchestratorState, SetupReport
-from pipelines import checkpoint, federation
+from pipelines import checkpoint, early, federation
 from pipelines.console import round_progress, setup_table, summary_table, undefined_notes
 from pipelines.lineage import lifecycle_card, lifecycle_version_tags
 from pipelines.privacy_report import chained_privacy, delta_problems, privacy_tags
@@ -72,10 +72,12 @@ def run_federation(
     resumed = checkpoint.load(checkpoints, options.resume) if options.resume else None
     tracking_uri = resolve_tracking_uri(spec.tracking.mlflow_uri)
     check_reachable(tracking_uri)  # /health, with retries and backoff: seconds, not MLflow's minutes
+    early_work = early.start(tracking_uri)  # while Ray starts: MLflow's store, the silos' imports
     if resumed is not None:
         _check_resumable(tracking_uri, resumed, rounds)
     warm = resolve_warm_start(loaded, tracking_uri) if resumed is None else None
     started_ray = federation.start_ray(spec.name, options.address, options.log_to_driver)
+    early.wait(early_work)
     tracker = RunTracker(
         tracking_uri, spec.experiment, f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}", run_id=options.resume
     )
@@ -108,7 +110,7 @@ def run_federation(
             console.print(f"warm start from {warm.describe()}")
         actors = federation.Federation(
             loaded, tracker.run_id, checkpoints, resume=resumed is not None,
-            warm_start=(warm.uri, tracking_uri) if warm else None,
+            warm_start=(warm.uri, tracking_uri) if warm else None, tracking_uri=tracking_uri,
             known_key=_known_key(resumed.orchestrator) if resumed else None,
         )  # fmt: skip
         left_out = {a.site: (a.rule or a.kind, a.message) for a in actors.site_answers}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import subprocess
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -121,9 +123,16 @@ class RunTracker:
         self._logged_rounds: set[int] = set()
         self._logged_evals: set[int] = set()
         self._undefined: set[str] = set()  # fedsilo.undefined.* tags set so far
-        # Asynchronous metrics not yet flushed. MLflow's flush joins its logging thread, which
-        # waits up to 1 s on an empty queue: flush only when something is pending.
-        self._pending = False
+        # What this process logged, {metric: {step: value}}: `series` reads it back without a
+        # query (a resumed run's earlier rounds are only in the store: there it asks the store).
+        self._logged: dict[str, dict[int, float]] = {}
+        self._resumed = run_id is not None
+        # Per-round metrics go to the store on one thread of ours, so rounds never wait for it.
+        # (Not MLflow's own asynchronous logging: its flush and end_run each join a thread that
+        # polls its queue once a second, about 2 s at the end of every run.)
+        self._client = mlflow.MlflowClient()
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedsilo-mlflow")
+        self._pending: list[Future[Any]] = []
         if run_id is not None:
             client = self._mlflow.MlflowClient()
             self._logged_rounds = {m.step for m in client.get_metric_history(run_id, "round/participants")}
@@ -141,10 +150,24 @@ class RunTracker:
         return any(a.path == name for a in client.list_artifacts(self.run_id))
 
     def series(self, name: str) -> list[tuple[int, float]]:
-        """A metric's (step, value) pairs, one per step, from the tracking store."""
+        """A metric's (step, value) pairs, one per step: as logged (a resumed run: from the store)."""
+        if not self._resumed:
+            return sorted(self._logged.get(name, {}).items())
         self.flush()
         history = self._mlflow.MlflowClient().get_metric_history(self.run_id, name)
         return sorted({m.step: m.value for m in history}.items())
+
+    def _log_metrics(self, metrics: dict[str, float], step: int, synchronous: bool = True) -> None:
+        for name, value in metrics.items():
+            self._logged.setdefault(name, {})[step] = value
+        if synchronous:
+            self._mlflow.log_metrics(metrics, step=step)
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(name, value, now, step) for name, value in metrics.items()]
+        self._pending.append(self._background.submit(self._client.log_batch, self.run_id, metrics=batch))
 
     def resumed(self, after_round: int) -> None:
         self._mlflow.set_tag("fedsilo.resumed_after_round", str(after_round))
@@ -197,7 +220,7 @@ class RunTracker:
         for ready in report.ready:
             metrics[f"silo/{ready.silo}/train_rows"] = float(ready.train_rows)
             metrics[f"silo/{ready.silo}/val_rows"] = float(ready.val_rows)
-        self._mlflow.log_metrics(metrics, step=0)
+        self._log_metrics(metrics, step=0)
 
     def log_left_out(self, left_out: dict[str, tuple[str, str]]) -> None:
         """Remote sites that did not join the run: {site: (rule or "unavailable", message)}."""
@@ -214,8 +237,7 @@ class RunTracker:
             return
         self._logged_rounds.add(record.round)
         # Asynchronous: rounds never wait for the tracking store; finish() flushes.
-        self._mlflow.log_metrics(round_metrics(record), step=record.round, synchronous=False)
-        self._pending = True
+        self._log_metrics(round_metrics(record), step=record.round, synchronous=False)
         for failure in record.failures:
             self.events.append({"round": record.round, "silo": failure.silo, "event": failure.reason})
         for name in record.rejoined:
@@ -227,8 +249,7 @@ class RunTracker:
         if result.after_round in self._logged_evals:
             return
         self._logged_evals.add(result.after_round)
-        self._mlflow.log_metrics(eval_metrics(result), step=result.after_round, synchronous=False)
-        self._pending = True
+        self._log_metrics(eval_metrics(result), step=result.after_round, synchronous=False)
         undefined = {k: v for k, v in undefined_tags(result).items() if k not in self._undefined}
         if undefined:  # once per figure: a silo's rows, not the round, make it undefined
             self._undefined.update(undefined)
@@ -244,12 +265,17 @@ class RunTracker:
         self._mlflow.log_dict(value, name)  # type: ignore[arg-type]
 
     def flush(self) -> None:
-        if self._pending:
-            self._mlflow.flush_async_logging()
-            self._pending = False
+        """Wait for the metrics logged in the background; the first error is raised here."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
 
     def finish(self, ok: bool) -> None:
-        self.flush()
+        try:
+            self.flush()
+        except Exception as err:  # the run's status and events still go in
+            logger.warning("some per-round metrics did not reach MLflow: %s", err)
         if self.events:
             self._mlflow.log_dict({"events": self.events}, "events.json")
+        self._background.shutdown(wait=True)
         self._mlflow.end_run(status="FINISHED" if ok else "FAILED")

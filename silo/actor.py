@@ -325,15 +325,25 @@ class SiloWorker:
         return self._stage(local_squares(self._train_frame, self._schema, means), 1.0, exact=True)
 
     def _warm_publishing(self) -> None:
-        """The publishing silo imports MLflow's model flavours on a thread while rounds run."""
+        """The publishing silo imports what publishing needs (MLflow's model flavours, and
+        torch.export for the tables' program) and opens the run's store, on a thread while
+        rounds run: about 4 s of CPU off the path after the last round."""
         if not self.spec.publishes:
             return
+        tables, uri = self.spec.task is None, self.spec.tracking_uri
 
         def imports() -> None:
             try:
                 import mlflow.pyfunc  # noqa: F401
                 from mlflow.models import infer_signature  # noqa: F401
-            except Exception as err:  # publish() imports them again and reports the error there
+
+                if tables:
+                    import torch.export.dynamic_shapes  # noqa: F401
+                if uri is not None:
+                    from mlflow.tracking import MlflowClient
+
+                    MlflowClient(uri)  # MLflow keeps the store per URI: publish() finds it open
+            except Exception as err:  # publish() does it again and reports the error there
                 logger.debug("warming MLflow up failed: %s", err)
 
         threading.Thread(target=imports, name="fedsilo-warm-mlflow", daemon=True).start()

@@ -58,11 +58,13 @@ class SiloSpec:
     # Warm start: a resolved ``models:/NAME/VERSION`` whose weights are the initial model,
     # read from ``tracking_uri`` on the silo's node. None: the seeded initial model.
     initial_model: str | None = None
+    # The run's MLflow store: the warm start's, and the one the publishing silo opens early.
     tracking_uri: str | None = None
     # The user's own PyTorch workload ([task]); None: the built-in tables ([data]).
     task: TaskSpec | None = None
-    # The silo that publishes the final model imports MLflow on a thread once set up, so that
-    # publishing does not start with a second of imports after the last round.
+    # The silo that publishes the final model imports MLflow and torch.export and opens the
+    # store (``tracking_uri``) on a thread once set up, so that publishing does not start with
+    # seconds of imports after the last round.
     publishes: bool = False
     # Processes that encrypt and decrypt (packed HE): the whole CPUs the silo was given
     # (`cpus_per_silo`), since SEAL's bindings hold the GIL and threads would not help.

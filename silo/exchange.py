@@ -120,8 +120,15 @@ class Exchange:
 
 def check_manifests(manifests: dict[str, Manifest]) -> None:
     """Every silo must exchange the same tensors over the same frozen base; raise naming who differs."""
+    problems = manifest_problems(manifests)
+    if problems:
+        raise ManifestMismatch("; ".join(problems))
+
+
+def manifest_problems(manifests: dict[str, Manifest]) -> list[str]:
+    """One line per silo whose exchanged tensors or frozen base differ from the majority's."""
     if not manifests:
-        return
+        return []
     names = list(manifests)
     reference_silo = _majority(names, [manifests[n].tensors for n in names])
     reference = manifests[reference_silo]
@@ -138,8 +145,7 @@ def check_manifests(manifests: dict[str, Manifest]) -> None:
                 f"silo {silo!r}: its frozen parameters (hash {manifest.frozen_sha256[:12] or 'none'}) differ "
                 f"from silo {bases!r}'s ({frozen[:12] or 'none'}): load the same pretrained base everywhere"
             )
-    if problems:
-        raise ManifestMismatch("; ".join(problems))
+    return problems
 
 
 def _majority(names: Sequence[str], values: Sequence[object]) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -80,17 +79,6 @@ def _module_path(module: str, base_dir: Path | None) -> Path | None:
         path = Path(module)
         return path if path.is_absolute() or base_dir is None else base_dir / path
     return None
-
-
-def task_file(module: str, base_dir: Path | None = None) -> Path:
-    """The source file of ``module`` (a path, or an importable module's file)."""
-    path = _module_path(module, base_dir)
-    if path is not None:
-        return path.resolve()
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise TaskError(f"[task] module {module!r}: no such file or importable module")
-    return Path(spec.origin)
 
 
 def _import(module: str, base_dir: Path | None, silo: str) -> tuple[ModuleType, Path, bytes]:

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from silo.task import TaskContext, TaskError, load_task, task_file
+from silo.task import TaskContext, TaskError, TaskSpec, load_task
 from silo.task_kinds import defaults
 
 GOOD = """
@@ -40,7 +40,7 @@ def test_a_task_file_next_to_the_pipeline_loads_with_its_kinds_defaults(tmp_path
     assert task.sha256 and len(task.sha256) == 64 and task.source == str(tmp_path / "my_task.py")
     assert task.loss is defaults("binary")["loss"] and task.predict is None
     data = task.dataset(TaskContext(tmp_path, "a", {}, 3), "train")
-    assert len(data) == 10 and task_file("my_task.py", tmp_path) == tmp_path / "my_task.py"
+    assert len(data) == 10 and TaskSpec.read("my_task.py", tmp_path).module == str(tmp_path / "my_task.py")
 
 
 def test_an_importable_module_loads_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
