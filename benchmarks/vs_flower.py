@@ -91,7 +91,6 @@ def fedsilo_child(he: str, rounds: int, out: Path) -> int:
     import ray
 
     import pipelines.runner as runner
-    from pipelines import federation
     from pipelines.spec import bundled_example, parse_pipeline
 
     path = bundled_example()
@@ -102,16 +101,10 @@ def fedsilo_child(he: str, rounds: int, out: Path) -> int:
         raise SystemExit(f"could not set he = {he!r} in {path}")
     options = runner.RunOptions(rounds=rounds)
     t_imported = time.time()
-    start = time.perf_counter()
-    # The runner's own Ray start (what `fedsilo run` does), called first so that it is
-    # timed apart; run_federation then finds Ray up and leaves the shutdown to us.
-    federation.start_ray(loaded.spec.name, None, False)
-    ray_init_s = time.perf_counter() - start
-    t_ray_up = time.time()
+    # Exactly what `fedsilo run` does: run_federation starts Ray (and, beside it, opens the
+    # MLflow store and imports the silo code), runs, stops Ray, and times both ends itself.
     summary = runner.run_federation(loaded, options, Console(file=sys.stdout, width=120))
     t_run_end = time.time()
-    start = time.perf_counter()
-    ray.shutdown()
     result = {
         "system": f"fedsilo-{he}",
         "fedsilo_version": version("fedsilo"),
@@ -120,11 +113,11 @@ def fedsilo_child(he: str, rounds: int, out: Path) -> int:
         "tenseal_version": version("tenseal"),
         "mlflow_version": version("mlflow"),
         "t_imported": t_imported,
-        "t_ray_up": t_ray_up,
+        "t_ray_up": t_imported + summary.ray_start_seconds,  # Ray's start is run_federation's first long step
         "t_run_end": t_run_end,
         "t_end": time.time(),
-        "ray_init_s": ray_init_s,
-        "shutdown_s": time.perf_counter() - start,
+        "ray_init_s": summary.ray_start_seconds,
+        "shutdown_s": summary.ray_shutdown_seconds,
         "summary": summary.to_dict(),
     }
     out.write_text(json.dumps(result))
@@ -351,8 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", choices=("off", "ckks", "packed"), help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        return fedsilo_child(args.child, args.rounds, args.child_out)
+    if args.child:  # and exit as the fedsilo command does, without interpreter teardown
+        code = fedsilo_child(args.child, args.rounds, args.child_out)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
     console = Console(width=None if sys.stdout.isatty() else 140)
     if "flower" in args.systems and not args.flower_python.is_file():

@@ -28,6 +28,8 @@ class RunSummary:
     setup_seconds: float = 0.0  # actor start-up, data checks, keys, federated statistics
     publish_seconds: float = 0.0  # decrypt, export, log and register the model
     wall_seconds: float = 0.0
+    ray_start_seconds: float = 0.0  # ray.init (or joining the cluster), the MLflow store opened beside it
+    ray_shutdown_seconds: float = 0.0  # the local Ray this run started, stopped
     per_silo: dict[str, dict[str, Any]] = field(default_factory=dict)
     # epsilon and noise multiplier per silo (latest), contributors (silos in at least one round)
     privacy: dict[str, Any] = field(default_factory=dict)

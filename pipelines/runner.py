@@ -76,8 +76,10 @@ def run_federation(
     if resumed is not None:
         _check_resumable(tracking_uri, resumed, rounds)
     warm = resolve_warm_start(loaded, tracking_uri) if resumed is None else None
+    ray_start = time.perf_counter()
     started_ray = federation.start_ray(spec.name, options.address, options.log_to_driver)
     early.wait(early_work)
+    ray_start_seconds = time.perf_counter() - ray_start
     tracker = RunTracker(
         tracking_uri, spec.experiment, f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}", run_id=options.resume
     )
@@ -90,6 +92,7 @@ def run_federation(
         he=spec.privacy.he,
     )  # fmt: skip
     summary.rounds = rounds
+    summary.ray_start_seconds = ray_start_seconds
     actors: federation.Federation | None = None
     ok = False
     try:
@@ -242,7 +245,9 @@ def run_federation(
         if actors is not None:
             actors.stop()
         if started_ray:
+            stop = time.perf_counter()
             ray.shutdown()
+            summary.ray_shutdown_seconds = time.perf_counter() - stop
 
 
 def headline(result: GlobalEval) -> str:
