@@ -130,11 +130,11 @@ class RunTracker:
         # Per-round metrics go to the store on one thread of ours, so rounds never wait for it.
         # (Not MLflow's own asynchronous logging: its flush and end_run each join a thread that
         # polls its queue once a second, about 2 s at the end of every run.)
-        self._client = mlflow.MlflowClient()
+        self._client = mlflow.MlflowClient()  # the store at tracking_uri, for every call by run id
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedsilo-mlflow")
         self._pending: list[Future[Any]] = []
         if run_id is not None:
-            client = self._mlflow.MlflowClient()
+            client = self._client
             self._logged_rounds = {m.step for m in client.get_metric_history(run_id, "round/participants")}
             evaluated = client.get_metric_history(run_id, "eval/silos") or client.get_metric_history(
                 run_id,
@@ -146,15 +146,14 @@ class RunTracker:
                 self.events = list(events(f"runs:/{run_id}/events.json").get("events", []))
 
     def _has_artifact(self, name: str) -> bool:
-        client = self._mlflow.MlflowClient()
-        return any(a.path == name for a in client.list_artifacts(self.run_id))
+        return any(a.path == name for a in self._client.list_artifacts(self.run_id))
 
     def series(self, name: str) -> list[tuple[int, float]]:
         """A metric's (step, value) pairs, one per step: as logged (a resumed run: from the store)."""
         if not self._resumed:
             return sorted(self._logged.get(name, {}).items())
         self.flush()
-        history = self._mlflow.MlflowClient().get_metric_history(self.run_id, name)
+        history = self._client.get_metric_history(self.run_id, name)
         return sorted({m.step: m.value for m in history}.items())
 
     def _log_metrics(self, metrics: dict[str, float], step: int, synchronous: bool = True) -> None:
