@@ -29,6 +29,7 @@ from ray.exceptions import RayError
 from orchestrator.calls import arrivals, failure_reason, silo_gone
 from orchestrator.errors import BudgetSpent, RoundFailed, SchemaMismatch, SetupFailed, SiloFailure
 from orchestrator.metrics import Finalize, GlobalEval, combine
+from orchestrator.pieces import StreamPlan, collect_pieces
 from orchestrator.records import OrchestratorState, RoundRecord, SetupReport
 from orchestrator.schema import agree
 from orchestrator.secure_sum import deal, unmask
@@ -141,6 +142,9 @@ class Orchestrator:
         are rebuilt afterwards (`out.unmask`); `SecAggError` if too few silos stay."""
         assert self._codec is not None
         bound = max(hints.values())
+        if self._streams(running, length):
+            assert length is not None
+            return self._collect_pieces(phase, list(hints), bound, length, deadline)
         out = _Collected(running)
         masked = None
         if self._settings.secagg:
@@ -184,6 +188,32 @@ class Orchestrator:
             )
             out.failures += failures
         return out
+
+    def _streams(self, running: Aggregator, length: int | None) -> bool:
+        """Whether this sum streams in pieces: an encrypted update larger than one piece, summed
+        by a plain weighted sum (the robust rules and secure aggregation see whole updates)."""
+        s = self._settings
+        if s.piece_values <= 0 or s.secagg or length is None or not isinstance(running, WeightedSum):
+            return False
+        assert self._codec is not None
+        return self._codec.name != "off" and length > s.piece_values
+
+    def _collect_pieces(
+        self, phase: str, names: list[str], bound: float, length: int, deadline: float
+    ) -> _Collected:
+        assert self._codec is not None
+        codec, s = self._codec, self._settings
+        piece_values = -(-s.piece_values // codec.chunk_values()) * codec.chunk_values()
+        plan = StreamPlan(phase, bound, length, piece_values, s.piece_window, codec, self._signing, deadline)
+        streamed = collect_pieces(self._silos, names, plan, self._sample_memory)
+        logger.info(
+            "%s: %d pieces of %d values, %d pass(es), at most %d held as running sums",
+            phase, -(-length // piece_values), piece_values, streamed.passes, streamed.most_open,
+        )  # fmt: skip
+        return _Collected(
+            streamed, streamed.accepted, streamed.failures, streamed.rejected, streamed.late,
+            streamed.bytes_up, streamed.add_seconds,
+        )  # fmt: skip
 
     def _setup_sum(self, step: str, phase: str, hints: dict[str, float]) -> tuple[Payload, int]:
         assert self._codec is not None
@@ -452,6 +482,7 @@ class Orchestrator:
                 failures.append(SiloFailure("(secure aggregation)", str(err)))
                 raise RoundFailed(server_round, len(trained), self._settings.min_silos, failures) from err
             accepted, bytes_up, add_seconds = out.accepted, out.bytes_up, out.add_seconds
+            running = out.running  # streamed in pieces: the finished sum
             rejected, masks = out.rejected, out.unmask
             answered = len(accepted)
             failures += out.failures

@@ -41,3 +41,11 @@ class OrchestratorSettings:
     # leader) before it is sent to all: each upload leaves a c1 seed in the sum that every
     # decrypting silo would otherwise regenerate (O(silos) each, O(silos^2) in all).
     reseed_above: int = 8
+    # An encrypted update of more values than this streams in pieces of this many (rounded to
+    # whole ciphertexts: 128 at N = 4096, 3 lanes), so encryption, transfer and addition overlap
+    # and the orchestrator holds running sums for about `piece_window` pieces, not the whole
+    # model (privacy/pieces.py). 0: every update travels whole. Not under secure aggregation,
+    # nor in plaintext (its robust sum checks whole updates).
+    piece_values: int = 1_572_864
+    # How far (in pieces) a silo may run ahead of the slowest one still sending.
+    piece_window: int = 4

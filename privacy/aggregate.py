@@ -51,13 +51,15 @@ def encode_weighted(
     tag: str = "",
     exact: bool = False,
     masks: Sequence[tuple[bytes, int]] = (),
+    offset: int = 0,
 ) -> WeightedPayload:
     """Enc(weight * values); ``bound`` is the range every silo agreed on (see `bound_hint`);
-    ``masks``: secure aggregation's, added to the quantized integers before encryption."""
+    ``masks``: secure aggregation's, added to the quantized integers before encryption;
+    ``offset``: where ``values`` start in the whole update (a piece of it, `privacy.pieces`)."""
     check_weight(weight)
     scaled = np.asarray(values, dtype=np.float64) * weight
     return WeightedPayload(
-        codec.encode(scaled, bound=bound, tag=tag, exact=exact, masks=masks), float(weight)
+        codec.encode(scaled, bound=bound, tag=tag, exact=exact, masks=masks, offset=offset), float(weight)
     )
 
 

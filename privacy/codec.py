@@ -60,8 +60,12 @@ class Codec(Protocol):
 
     ``encode`` takes the quantization range every silo agreed on (``bound``; codecs that
     do not quantize ignore it), a ``tag`` unique to this encoding, ``exact`` for the
-    codec's most precise layout (federated statistics) and ``masks`` (secure aggregation:
-    expanded and added to the quantized integers; codecs that cannot mask refuse them).
+    codec's most precise layout (federated statistics), ``masks`` (secure aggregation:
+    expanded and added to the quantized integers; codecs that cannot mask refuse them) and
+    ``offset``: where ``values`` start in the whole vector when a large update is encoded
+    piece by piece (`privacy.pieces`); the dither and masks are drawn for those positions,
+    so the pieces' chunks joined are the whole vector's encoding. ``chunk_values`` is how
+    many values one chunk holds: a piece starts on a multiple of it.
     """
 
     name: str
@@ -75,7 +79,10 @@ class Codec(Protocol):
         tag: str = "",
         exact: bool = False,
         masks: Sequence[tuple[bytes, int]] = (),
+        offset: int = 0,
     ) -> Payload: ...
+
+    def chunk_values(self, exact: bool = False) -> int: ...
 
     def accumulator(self) -> Accumulator: ...
 
@@ -246,6 +253,7 @@ class PlainCodec:
         tag: str = "",
         exact: bool = False,
         masks: Sequence[tuple[bytes, int]] = (),
+        offset: int = 0,
     ) -> Payload:
         refuse_masks(self.name, masks)
         array = np.ascontiguousarray(values, dtype=np.float64).ravel()
@@ -258,6 +266,9 @@ class PlainCodec:
         if len(data) != 8 * payload.length:
             raise CodecError(f"plaintext payload has {len(data)} bytes for {payload.length} values")
         return np.frombuffer(data, dtype=np.float64).copy()
+
+    def chunk_values(self, exact: bool = False) -> int:
+        return 1
 
     def accumulator(self) -> Accumulator:
         def dump(parts: list[np.ndarray], factor: float) -> tuple[tuple[bytes, ...], float]:

@@ -55,8 +55,9 @@ class CKKSCodec:
         tag: str = "",
         exact: bool = False,
         masks: Sequence[tuple[bytes, int]] = (),
+        offset: int = 0,
     ) -> Payload:
-        """``bound`` and ``exact`` do not apply: CKKS encodes floats at its fixed scale."""
+        """``bound``, ``exact`` and ``offset`` do not apply: CKKS encodes floats at its fixed scale."""
         refuse_masks(self.name, masks)
         array = np.asarray(values, dtype=np.float64).ravel()
         if not np.all(np.isfinite(array)):
@@ -67,6 +68,9 @@ class CKKSCodec:
             for i in range(0, max(array.size, 1), slots)
         )
         return Payload(self.name, chunks, int(array.size), terms=(tag,) if tag else (), key_id=self.key_id)
+
+    def chunk_values(self, exact: bool = False) -> int:
+        return self.params.slots
 
     def _load(self, payload: Payload) -> list[ts.CKKSVector]:
         check_payload(self.name, payload, key_id=self.key_id)

@@ -160,6 +160,7 @@ class PackedCodec:
         tag: str = "",
         exact: bool = False,
         masks: Sequence[Mask] = (),
+        offset: int = 0,
     ) -> Payload:
         if self._encryptor is None:
             raise CodecError("this context holds no secret key and cannot encrypt")
@@ -167,6 +168,8 @@ class PackedCodec:
         bound = check_quantizable(x, bound, tag, "packed")
         bits, lanes, lane_bits = self._layout(exact)
         per_ct, t = lanes * self._slots, self.plain_modulus
+        if offset % per_ct:
+            raise CodecError(f"a piece must start on a ciphertext ({per_ct} values), not at {offset}")
         count = max(1, -(-x.size // per_ct))
         shifts = (np.arange(lanes, dtype=np.uint64) * np.uint64(lane_bits))[None, :, None]
 
@@ -174,12 +177,12 @@ class PackedCodec:
             for first in range(0, count, BLOCK):
                 rows = min(BLOCK, count - first)
                 a, b = first * per_ct, min(x.size, (first + rows) * per_ct)
-                q = quantize(x[a:b], bound, bits, dither(self._dither_key, tag, b - a, start=a))
+                q = quantize(x[a:b], bound, bits, dither(self._dither_key, tag, b - a, start=offset + a))
                 padded = np.zeros(rows * per_ct, dtype=np.uint64)
                 padded[: b - a] = (q + 2 ** (bits - 1)).astype(np.uint64)  # 1 .. 2^bits - 1
                 slots = np.bitwise_or.reduce(padded.reshape(rows, lanes, self._slots) << shifts, axis=1)
                 if masks:  # secure aggregation: uniform mod t, so one upload decrypts to noise
-                    mask = combined(masks, slots.size, t, self._slots, first)
+                    mask = combined(masks, slots.size, t, self._slots, offset // per_ct + first)
                     slots = add_mod(slots.ravel(), mask, t).reshape(rows, self._slots)
                 yield slots
 
@@ -189,6 +192,10 @@ class PackedCodec:
             self.name, tuple(chunks), int(x.size), bound=float(bound), layout=(bits, lanes, lane_bits),
             terms=(tag,), key_id=self.key_id,
         )  # fmt: skip
+
+    def chunk_values(self, exact: bool = False) -> int:
+        _, lanes, _ = self._layout(exact)
+        return lanes * self._slots
 
     def _map(self, in_worker: Callable[[A], R], here: Callable[[A], R], items: Iterable[A]) -> Iterator[R]:
         """Blocks through the worker processes when there are any, else in this process."""

@@ -52,18 +52,23 @@ class SecureSumCodec:
         tag: str = "",
         exact: bool = False,
         masks: Sequence[Mask] = (),
+        offset: int = 0,
     ) -> Payload:
         x = np.asarray(values, dtype=np.float64).ravel()
         bound = check_quantizable(x, bound, tag, self.name)
+        if offset and masks:
+            raise CodecError("the secure-sum codec masks whole vectors, not pieces")
         bits = EXACT_BITS if exact else UPDATE_BITS
-        words = quantize(x, bound, bits, dither(_DITHER_KEY, tag, x.size)).view(np.uint64) & np.uint64(
-            MODULUS - 1
-        )
+        offsets = dither(_DITHER_KEY, tag, x.size, start=offset)
+        words = quantize(x, bound, bits, offsets).view(np.uint64) & np.uint64(MODULUS - 1)
         if masks:
             words = add_mod(words, combined(masks, x.size, MODULUS), MODULUS)
         return Payload(
             self.name, (words.tobytes(),), int(x.size), bound=bound, layout=(bits, 1, 62), terms=(tag,)
         )
+
+    def chunk_values(self, exact: bool = False) -> int:
+        return 1
 
     def _words(self, payload: Payload) -> np.ndarray:
         check_payload(self.name, payload)

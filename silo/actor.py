@@ -12,7 +12,8 @@ publish. The steps in brackets run under secure aggregation (``[privacy] secagg`
 
 Everything a silo sends to be added goes in two steps: a method stages the vector and
 returns a proposed range (`privacy.aggregate.bound_hint`), then `encode_staged` encodes
-it with the range every silo agreed on, and signs it.
+it with the range every silo agreed on, and signs it. A large encrypted update goes through
+`encode_staged_pieces` instead: the same encoding, streamed a signed piece at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -36,6 +38,8 @@ from privacy.aggregate import bound_hint, encode_weighted
 from privacy.codec import Codec, Payload, PlainCodec
 from privacy.dp import record_plan
 from privacy.keyfile import read_key_file, write_secret_key_file
+from privacy.masking import Mask
+from privacy.pieces import piece_ranges, piece_tag
 from privacy.schemes import SecretKeys, generate_keys, keys_from_secret
 from privacy.sealing import SealingKey, seal
 from privacy.secagg import Dealt, MaskDeal, MaskingSession, MaskRound, UnmaskRequest, UnmaskShares
@@ -264,8 +268,33 @@ class SiloWorker:
         codec = self._require_codec()
         if masks and codec.name == "off":  # a secure sum without HE: masked integers
             codec = SecureSumCodec()
-        item = encode_weighted(codec, values, weight, bound=bound, tag=tag, exact=exact, masks=masks)
-        return self._signer.sign(self.name, tag, item)
+        return self._encode_piece(codec, values, weight, tag, tag, bound, exact, masks)
+
+    def encode_staged_pieces(self, tag: str, bound: float, piece_values: int) -> Iterator[SignedUpdate]:
+        """`encode_staged` a piece at a time (a Ray streaming generator): piece i of n covers
+        ``privacy.pieces.piece_ranges(size, piece_values)[i]`` and is signed for
+        ``piece_tag(tag, i, n)``, so the orchestrator adds piece i while this silo encrypts the
+        next. What was staged stays staged: if another silo fails mid-stream, the orchestrator
+        asks the others again under a new tag (the next ``fit`` replaces it)."""
+        if self._staged is None:
+            raise RuntimeError(f"silo {self.name!r} has nothing staged for {tag!r}")
+        values, weight, exact = self._staged
+        codec = self._require_codec()
+        ranges = piece_ranges(values.size, piece_values)
+        for index, (a, b) in enumerate(ranges):
+            yield self._encode_piece(
+                codec, values[a:b], weight, tag, piece_tag(tag, index, len(ranges)), bound, exact, (), a
+            )
+
+    def _encode_piece(
+        self, codec: Codec, values: np.ndarray, weight: float, tag: str, signed_for: str, bound: float,
+        exact: bool, masks: Sequence[Mask], offset: int = 0,
+    ) -> SignedUpdate:  # fmt: skip
+        """Enc(weight * values) under the encoding ``tag``, signed for ``signed_for``."""
+        item = encode_weighted(
+            codec, values, weight, bound=bound, tag=tag, exact=exact, masks=masks, offset=offset
+        )
+        return self._signer.sign(self.name, signed_for, item)
 
     # -- secure aggregation (privacy/secagg.py) ------------------------------------
 

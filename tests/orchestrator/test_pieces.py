@@ -1,0 +1,115 @@
+"""Large encrypted updates streamed in pieces, on real Ray and real silos: the same round as a
+whole upload, and a silo that dies or forges mid-stream left out while the others send again."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from orchestrator.actor import Orchestrator
+from orchestrator.records import RoundRecord
+from orchestrator.settings import OrchestratorSettings
+from orchestrator.strategies import FedAvg
+from privacy.params import HEConfig, PackedParams
+from privacy.signing import SignedUpdate
+from silo.actor import SiloWorker, silo_actor
+from silo.config import DataSpec, ModelSpec, SiloSpec
+from tests.conftest import synthetic_silo
+
+DATA = DataSpec(target="y", categorical=("color",))
+MODEL = ModelSpec(kind="mlp", hidden=(512, 64))  # about 36,000 parameters: 3 pieces of 12,288
+SMALL_PIECES = 1  # rounded up to one ciphertext (12,288 values at 3 lanes)
+
+
+class DiesMidStream(SiloWorker):
+    """Its process exits after sending the first piece of its first upload."""
+
+    def encode_staged_pieces(self, tag: str, bound: float, piece_values: int) -> Iterator[SignedUpdate]:
+        for index, piece in enumerate(super().encode_staged_pieces(tag, bound, piece_values)):
+            if index == 1:
+                os._exit(1)
+            yield piece
+
+
+class ForgesSecondPiece(SiloWorker):
+    """Sends its second piece with a byte changed after signing (tampered in transit)."""
+
+    def encode_staged_pieces(self, tag: str, bound: float, piece_values: int) -> Iterator[SignedUpdate]:
+        for index, piece in enumerate(super().encode_staged_pieces(tag, bound, piece_values)):
+            if index == 1:
+                payload = piece.item.payload
+                first = bytes([payload.chunks[0][0] ^ 1]) + payload.chunks[0][1:]
+                forged = dataclasses.replace(payload, chunks=(first, *payload.chunks[1:]))
+                piece = dataclasses.replace(piece, item=dataclasses.replace(piece.item, payload=forged))
+            yield piece
+
+
+def _federation(
+    namespace: str, paths: dict[str, Path], classes: dict[str, type[SiloWorker]], piece_values: int
+) -> tuple[dict[str, Any], Any]:
+    he = HEConfig(packed=PackedParams(max_silos=len(paths)))
+    silos = {
+        name: silo_actor(classes.get(name), num_cpus=0.1)
+        .options(name=f"silo:{name}", namespace=namespace)
+        .remote(SiloSpec(name, str(path), DATA, MODEL, he=he))
+        for name, path in paths.items()
+    }
+    settings = OrchestratorSettings(
+        min_silos=2, round_timeout_s=60.0, retry_wait_s=1.0, he=he, piece_values=piece_values, piece_window=2
+    )
+    orchestrator = ray.remote(num_cpus=0.1)(Orchestrator).remote(silos, FedAvg(lr=0.1), settings)
+    ray.get(orchestrator.setup.remote())
+    return silos, orchestrator
+
+
+def _rounds(namespace: str, paths: dict[str, Path], piece_values: int, **classes: Any) -> list[RoundRecord]:
+    silos, orchestrator = _federation(namespace, paths, classes, piece_values)
+    try:
+        return [ray.get(orchestrator.run_round.remote(r)) for r in (1, 2)]
+    finally:
+        for handle in [*silos.values(), orchestrator]:
+            ray.kill(handle)
+
+
+@pytest.fixture
+def paths(write_table) -> dict[str, Path]:
+    names = ["north", "south", "east", "west"]
+    return {name: write_table(name, synthetic_silo(60, seed=i)) for i, name in enumerate(names)}
+
+
+def test_a_streamed_round_moves_and_trains_as_a_whole_upload(ray_local, namespace, paths) -> None:
+    # Prepare: three silos, once streaming in pieces of one ciphertext, once whole
+    three = {name: paths[name] for name in ["north", "south", "east"]}
+    # Execute
+    streamed = _rounds(namespace, three, SMALL_PIECES)
+    whole = _rounds(namespace + "-whole", three, 0)
+    # Assert: every silo in both; the same bytes up; round 2 scores the same global model
+    for records in (streamed, whole):
+        assert [len(r.participants) for r in records] == [3, 3], [r.failures for r in records]
+    assert [r.bytes_up for r in streamed] == [r.bytes_up for r in whole]
+    a, b = streamed[1].incoming, whole[1].incoming
+    assert a is not None and b is not None
+    assert abs(a.loss - b.loss) < 1e-3 and a.accuracy == pytest.approx(b.accuracy, abs=0.02)
+
+
+def test_silos_that_die_or_forge_mid_stream_are_left_out_and_the_rest_send_again(
+    ray_local, namespace, paths
+) -> None:
+    # Prepare: east dies after its first piece, west forges its second
+    classes = {"east": DiesMidStream, "west": ForgesSecondPiece}
+    # Execute
+    first, second = _rounds(namespace, paths, SMALL_PIECES, **classes)
+    # Assert: round 1 completes with the two honest silos, naming both others and why
+    assert sorted(first.participants) == ["north", "south"]
+    reasons = {f.silo: f.reason for f in first.failures}
+    assert "unavailable" in reasons["east"] or "died" in reasons["east"], reasons
+    assert "bad signature" in reasons["west"], reasons
+    assert first.rejected == ("west",)
+    # ... and west, still forging, is refused again in round 2 while the round completes
+    assert sorted(second.participants) == ["north", "south"]
