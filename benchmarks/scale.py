@@ -10,8 +10,10 @@ second reported, with where its time went, and the orchestrator's peak memory.
     .venv/bin/python benchmarks/scale.py --silos 4 8 --params 10000 100000 --he packed   # quicker
     .venv/bin/python benchmarks/scale.py --silos 4 8 --params 1000000 --secagg off pairwise  # its cost
     .venv/bin/python benchmarks/scale.py --silos 4 --params 100000000 --he packed off  # 10^8, minutes
+    .venv/bin/python benchmarks/scale.py --silos 4 --params 10000000 --he packed --pieces 0 1572864
 
-JSON rows carry he, secagg, silos, params, round_s, aggregate_s, up_bytes_per_param,
+Encrypted updates above `--pieces` values stream in pieces of that many (0: whole updates).
+JSON rows carry he, secagg, piece_values, silos, params, round_s, aggregate_s, up_bytes_per_param,
 down_bytes_per_param (per silo), orchestrator_peak_mb and silo_peak_mb (a silo process's
 peak resident memory so far: the silo actors serve every configuration of a silo count).
 """
@@ -100,6 +102,7 @@ class SyntheticSilo(SiloWorker):
         return SiloReady(self.name, ROWS, 10, 0, 1, self._n, "cpu")
 
     def fit(self, ins: FitIns) -> FitRes:
+        self._times["encrypt"] = 0.0
         with cpu_slot():
             start = time.perf_counter()
             if ins.global_payload is None:
@@ -113,11 +116,13 @@ class SyntheticSilo(SiloWorker):
             hint = self._stage(update, float(ROWS), exact=False)
         return FitRes(self.name, ins.round, hint, ROWS, 0.0, Evaluation(self.name, 10, 1.0, 5), 0.0)
 
-    def encode_staged(self, tag: str, bound: float, mask: Any = None) -> SignedUpdate:
+    def _encode_piece(self, *args: Any, **kwargs: Any) -> SignedUpdate:
+        """Every encoding, whole or a piece of a streamed update (a slot per piece: a silo that
+        waits for the orchestrator to read its pieces holds none)."""
         with cpu_slot():
             start = time.perf_counter()
-            update = super().encode_staged(tag, bound, mask)
-            self._times["encrypt"] = time.perf_counter() - start
+            update = super()._encode_piece(*args, **kwargs)
+            self._times["encrypt"] = self._times.get("encrypt", 0.0) + time.perf_counter() - start
         return update
 
     def times(self) -> dict[str, float]:
@@ -126,10 +131,14 @@ class SyntheticSilo(SiloWorker):
         return {**self._times, "peak_mb": peak}
 
 
-def run_config(silos: list[Any], he: HEConfig, n_parameters: int, secagg: bool = False) -> dict[str, Any]:
+def run_config(
+    silos: list[Any], he: HEConfig, n_parameters: int, secagg: bool = False, piece_values: int = 0
+) -> dict[str, Any]:
     ray.get([s.configure.remote(n_parameters) for s in silos])
     handles = {f"s{i}": s for i, s in enumerate(silos)}
-    settings = OrchestratorSettings(min_silos=len(silos), round_timeout_s=1200, he=he, secagg=secagg)
+    settings = OrchestratorSettings(
+        min_silos=len(silos), round_timeout_s=1200, he=he, secagg=secagg, piece_values=piece_values
+    )
     orchestrator = ray.remote(num_cpus=0.1)(Orchestrator).remote(handles, FedAvg(), settings)
     try:
         ray.get(orchestrator.setup.remote())
@@ -149,6 +158,7 @@ def run_config(silos: list[Any], he: HEConfig, n_parameters: int, secagg: bool =
             "silo_peak_mb": max(t["peak_mb"] for t in times),  # a silo process's peak RSS so far
             "he": he.scheme,
             "secagg": "pairwise" if secagg else "off",
+            "piece_values": piece_values,  # 0: whole updates
             "round_s": wall,
             "aggregate_s": record.aggregate_seconds,
             "encrypt_s_per_silo": float(np.mean([t.get("encrypt", 0.0) for t in times])),
@@ -171,6 +181,8 @@ def main() -> None:
     parser.add_argument("--he", nargs="+", choices=["packed", "ckks", "off"], default=["packed", "off"])
     parser.add_argument("--secagg", nargs="+", choices=["off", "pairwise"], default=["off"],
                         help="secure aggregation (pairwise masks) off, on, or both side by side")  # fmt: skip
+    parser.add_argument("--pieces", type=int, nargs="+", default=[OrchestratorSettings(1, 1).piece_values],
+                        help="values per streamed piece (0: whole); several: side by side")  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     console = Console(width=150)
@@ -187,16 +199,19 @@ def main() -> None:
                     actor.remote(SiloSpec(f"s{i}", "", spec.data, spec.model, he=he)) for i in range(count)
                 ]
                 try:
-                    for n, secagg in [(n, m) for n in args.params for m in args.secagg]:
+                    for n, secagg, piece in [
+                        (n, m, p) for n in args.params for m in args.secagg for p in args.pieces
+                    ]:
                         if secagg == "pairwise" and count < 2:
                             continue
                         with console.status(f"he={scheme}, {count} silos, {n:,} parameters, secagg {secagg}"):
-                            row = run_config(silos, he, n, secagg == "pairwise")
+                            row = run_config(silos, he, n, secagg == "pairwise", piece)
                         rows.append(row)
                         if args.json:
                             args.json.write_text(json.dumps(rows, indent=2))  # kept if a later row fails
                         console.print(
-                            f"he={scheme:6} secagg={secagg:8} silos={count:3} params={n:>10,}: "
+                            f"he={scheme:6} secagg={secagg:8} pieces={piece:>8} silos={count:3} "
+                            f"params={n:>10,}: "
                             f"round {row['round_s']:.2f}s, "
                             f"aggregate {row['aggregate_s']:.2f}s, "
                             f"orchestrator peak {row['orchestrator_peak_mb']:.0f} MB "
@@ -208,14 +223,15 @@ def main() -> None:
     finally:
         ray.shutdown()
     table = Table(title="Round cost by silos and parameters (second round of each configuration)")
-    columns = ("he", "secagg", "silos", "parameters", "round s", "aggregate s", "encrypt s/silo",
-               "decrypt s/silo", "up B/param", "down B/param", "silo peak MB", "MB up", "MB down",
-               "orch. MB after set-up", "orch. peak RSS MB", "orch. peak private MB")  # fmt: skip
+    columns = ("he", "secagg", "piece values", "silos", "parameters", "round s", "aggregate s",
+               "encrypt s/silo", "decrypt s/silo", "up B/param", "down B/param", "silo peak MB", "MB up",
+               "MB down", "orch. MB after set-up", "orch. peak RSS MB", "orch. peak private MB")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(
-            r["he"], r.get("secagg", "off"), str(r["silos"]), f"{r['parameters']:,}", f"{r['round_s']:.2f}",
+            r["he"], r.get("secagg", "off"), str(r.get("piece_values", 0)), str(r["silos"]),
+            f"{r['parameters']:,}", f"{r['round_s']:.2f}",
             f"{r['aggregate_s']:.3f}", f"{r['encrypt_s_per_silo']:.3f}", f"{r['decrypt_s_per_silo']:.3f}",
             f"{r['up_bytes_per_param']:.2f}", f"{r['down_bytes_per_param']:.2f}", f"{r['silo_peak_mb']:.0f}",
             f"{r['bytes_up'] / 1e6:.1f}", f"{r['bytes_down'] / 1e6:.1f}",
