@@ -103,6 +103,7 @@ class SyntheticSilo(SiloWorker):
 
     def fit(self, ins: FitIns) -> FitRes:
         self._times["encrypt"] = 0.0
+        self._staged = None  # as SiloWorker.fit: last round's update (kept for a resend) goes
         with cpu_slot():
             start = time.perf_counter()
             if ins.global_payload is None:
