@@ -101,7 +101,7 @@ def _one_pass(
     streams = {
         silos[name]
         .encode_staged_pieces.options(_generator_backpressure_num_objects=plan.window)
-        .remote(f"{phase}/{name}", plan.bound, plan.piece_values): name
+        .remote(f"{phase}/{name}", plan.bound, plan.piece_values, plan.length): name
         for name in members
     }
     sums = PieceSum(plan.codec, count)

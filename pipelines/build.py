@@ -168,6 +168,7 @@ def orchestrator_settings(
         min_silos=spec.min_silos,
         round_timeout_s=spec.round_timeout_s,
         round_retries=spec.round_retries,
+        piece_values=spec.piece_values,
         he=he,
         provisioned_public=provisioned,
         fraction=spec.fraction,

@@ -396,6 +396,9 @@ class Pipeline(_Section):
     fraction: float = Field(1.0, gt=0, le=1)
     round_timeout_s: float = Field(120.0, gt=0)
     round_retries: int = Field(2, ge=0)  # a round with too few silos is tried again this often
+    # An encrypted update of more values than this streams from each silo in signed pieces of
+    # this many, added as they arrive (0: whole updates); see OrchestratorSettings.piece_values.
+    piece_values: int = Field(1_572_864, ge=0)
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection | None = None  # the built-in tables: a shared schema every silo must match
     task: TaskSection | None = None  # or the user's own PyTorch workload

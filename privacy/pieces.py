@@ -82,7 +82,12 @@ def join(pieces: list[Payload]) -> Payload:
     first = pieces[0]
     for index, piece in enumerate(pieces[1:], start=2):
         if (piece.codec, piece.bound, piece.layout, piece.scale, sorted(piece.terms), piece.key_id) != (
-            first.codec, first.bound, first.layout, first.scale, sorted(first.terms), first.key_id,
+            first.codec,
+            first.bound,
+            first.layout,
+            first.scale,
+            sorted(first.terms),
+            first.key_id,
         ):  # fmt: skip (terms: added in the order pieces arrived, which differs from piece to piece)
             raise CodecError(f"piece {index} was encoded or summed differently from piece 1")
     chunks = tuple(chunk for piece in pieces for chunk in piece.chunks)

@@ -270,21 +270,33 @@ class SiloWorker:
             codec = SecureSumCodec()
         return self._encode_piece(codec, values, weight, tag, tag, bound, exact, masks)
 
-    def encode_staged_pieces(self, tag: str, bound: float, piece_values: int) -> Iterator[SignedUpdate]:
-        """`encode_staged` a piece at a time (a Ray streaming generator): piece i of n covers
-        ``privacy.pieces.piece_ranges(size, piece_values)[i]`` and is signed for
-        ``piece_tag(tag, i, n)``, so the orchestrator adds piece i while this silo encrypts the
-        next. What was staged stays staged: if another silo fails mid-stream, the orchestrator
-        asks the others again under a new tag (the next ``fit`` replaces it)."""
+    def encode_staged_pieces(
+        self, tag: str, bound: float, piece_values: int, length: int
+    ) -> Iterator[SignedUpdate]:
+        """`encode_staged` a piece at a time (a Ray streaming generator, so the orchestrator adds
+        piece i while this silo encrypts the next): `encode_staged_piece` for each piece of the
+        ``length`` values the orchestrator expects."""
+        for index in range(len(piece_ranges(length, piece_values))):
+            yield self.encode_staged_piece(tag, bound, piece_values, index, length)
+
+    def encode_staged_piece(
+        self, tag: str, bound: float, piece_values: int, index: int, length: int
+    ) -> SignedUpdate:
+        """Piece ``index`` of what was staged: ``privacy.pieces.piece_ranges(length,
+        piece_values)[index]``, encoded under ``tag`` and signed for ``piece_tag(tag, index, n)``.
+        What was staged stays staged: if another silo fails mid-stream, the orchestrator asks
+        the others again under a new tag (the next ``fit`` replaces it)."""
         if self._staged is None:
             raise RuntimeError(f"silo {self.name!r} has nothing staged for {tag!r}")
         values, weight, exact = self._staged
-        codec = self._require_codec()
-        ranges = piece_ranges(values.size, piece_values)
-        for index, (a, b) in enumerate(ranges):
-            yield self._encode_piece(
-                codec, values[a:b], weight, tag, piece_tag(tag, index, len(ranges)), bound, exact, (), a
-            )
+        if values.size != length:
+            raise ValueError(f"silo {self.name!r} staged {values.size} values; the sum expects {length}")
+        ranges = piece_ranges(length, piece_values)
+        a, b = ranges[index]
+        return self._encode_piece(
+            self._require_codec(), values[a:b], weight, tag, piece_tag(tag, index, len(ranges)), bound,
+            exact, (), a,
+        )  # fmt: skip
 
     def _encode_piece(
         self, codec: Codec, values: np.ndarray, weight: float, tag: str, signed_for: str, bound: float,

@@ -11,20 +11,23 @@ as it reports a dead actor: the silo is left out of that step, named, with the r
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from privacy.pieces import piece_ranges
 from silo.config import SiloSpec
 from silo.errors import SiloUnavailable
 from sites.terms import RunTerms
 from sites.wire import dumps, loads
 
 # SiloWorker's public methods: what a proxy forwards (a test checks the list is complete).
+# `encode_staged_pieces`, a streaming generator, is the proxy's own: one forwarded
+# `encode_staged_piece` call per piece.
 SILO_METHODS = (
     "status", "describe", "prepare_task", "public_keys", "generate_he_keys", "seal_key_for",
-    "install_he_keys", "encode_staged", "trust_orchestrator", "deal_masks", "unmask", "stats_sums",
-    "stats_squares", "finish_preprocessing", "rejoin", "fit", "initial_weights", "server_step",
-    "evaluate", "score_models", "publish",
+    "install_he_keys", "encode_staged", "encode_staged_piece", "trust_orchestrator", "deal_masks",
+    "unmask", "stats_sums", "stats_squares", "finish_preprocessing", "rejoin", "fit", "initial_weights",
+    "server_step", "evaluate", "score_models", "publish",
 )  # fmt: skip
 
 
@@ -68,6 +71,13 @@ class SiloProxy:
         await self._gateway.register.remote(self.name, self._session, self._open)
         kind, message, rule = await self._gateway.opened.remote(self.name, timeout)
         return kind, (message if kind != "ok" else ""), rule
+
+    async def encode_staged_pieces(
+        self, tag: str, bound: float, piece_values: int, length: int
+    ) -> AsyncIterator[Any]:
+        """As the silo's: each piece asked of the site on its own, streamed back as it comes."""
+        for index in range(len(piece_ranges(length, piece_values))):
+            yield await self._forward("encode_staged_piece", (tag, bound, piece_values, index, length))
 
     async def _forward(self, method: str, args: tuple[Any, ...]) -> Any:
         kind, body, rule = await self._gateway.call.remote(self.name, self._session, method, dumps(args))

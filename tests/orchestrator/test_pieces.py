@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +27,25 @@ SMALL_PIECES = 1  # rounded up to one ciphertext (12,288 values at 3 lanes)
 
 
 class DiesMidStream(SiloWorker):
-    """Its process exits after sending the first piece of its first upload."""
+    """Its process exits when asked for the second piece of its first upload."""
 
-    def encode_staged_pieces(self, tag: str, bound: float, piece_values: int) -> Iterator[SignedUpdate]:
-        for index, piece in enumerate(super().encode_staged_pieces(tag, bound, piece_values)):
-            if index == 1:
-                os._exit(1)
-            yield piece
+    def encode_staged_piece(self, tag: str, bound: float, pieces: int, index: int, n: int) -> SignedUpdate:
+        if index == 1:
+            os._exit(1)
+        return super().encode_staged_piece(tag, bound, pieces, index, n)
 
 
 class ForgesSecondPiece(SiloWorker):
     """Sends its second piece with a byte changed after signing (tampered in transit)."""
 
-    def encode_staged_pieces(self, tag: str, bound: float, piece_values: int) -> Iterator[SignedUpdate]:
-        for index, piece in enumerate(super().encode_staged_pieces(tag, bound, piece_values)):
-            if index == 1:
-                payload = piece.item.payload
-                first = bytes([payload.chunks[0][0] ^ 1]) + payload.chunks[0][1:]
-                forged = dataclasses.replace(payload, chunks=(first, *payload.chunks[1:]))
-                piece = dataclasses.replace(piece, item=dataclasses.replace(piece.item, payload=forged))
-            yield piece
+    def encode_staged_piece(self, tag: str, bound: float, pieces: int, index: int, n: int) -> SignedUpdate:
+        piece = super().encode_staged_piece(tag, bound, pieces, index, n)
+        if index == 1:
+            payload = piece.item.payload
+            first = bytes([payload.chunks[0][0] ^ 1]) + payload.chunks[0][1:]
+            forged = dataclasses.replace(payload, chunks=(first, *payload.chunks[1:]))
+            piece = dataclasses.replace(piece, item=dataclasses.replace(piece.item, payload=forged))
+        return piece
 
 
 def _federation(

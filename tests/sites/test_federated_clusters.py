@@ -54,11 +54,13 @@ class Federation:
     sites: dict[str, kit.Site]
     hungary_ray: str  # hungary's own Ray cluster, which outlives its `site serve` process
 
-    def pipeline(self, name: str, rounds: int = 3, privacy: str = "", remote: list[str] = SITES) -> Path:
+    def pipeline(
+        self, name: str, rounds: int = 3, privacy: str = "", remote: list[str] = SITES, top: str = ""
+    ) -> Path:
         folder = self.folder / name
         folder.mkdir(exist_ok=True)
         path = kit.pipeline_file(folder, self.port, self.certs, remote, rounds=rounds)
-        text = path.read_text().replace("min_silos = 3", "min_silos = 2")
+        text = path.read_text().replace("min_silos = 3", f"min_silos = 2\n{top}")
         if privacy:
             text = text.replace('he = "packed"', f'he = "packed"\n{privacy}')
         if not remote:
@@ -117,8 +119,10 @@ def test_a_dry_run_predicts_which_sites_refuse_and_why(ray_local: None, federati
 def test_sites_that_refuse_are_left_out_named_and_the_run_goes_on(
     ray_local: None, federation: Federation
 ) -> None:
-    # Execute: hungary has not approved the tables, switzerland requires secure aggregation
-    summary, out = run_in_process(federation.pipeline("refused", privacy='secagg = "off"'))
+    # Execute: hungary has not approved the tables, switzerland requires secure aggregation; the
+    # updates stream in pieces (each a ciphertext), cleveland's through its gateway
+    pipeline = federation.pipeline("refused", privacy='secagg = "off"', top="piece_values = 1")
+    summary, out = run_in_process(pipeline)
     # Assert
     tags, events = tags_and_events(summary)
     assert summary["rounds_completed"] == 3
@@ -134,6 +138,9 @@ def test_sites_that_refuse_are_left_out_named_and_the_run_goes_on(
         "approved_tasks",
         summary["run_id"],
     )
+    served = [e.method for e in federation.audit("cleveland") if e.run_id == summary["run_id"]]
+    # set-up's two statistics sums travel whole; each round's update as one piece a round
+    assert served.count("encode_staged") == 2 and served.count("encode_staged_piece") == 3
 
 
 def test_once_approved_every_site_trains_to_the_figures_of_a_shared_cluster(
