@@ -1,10 +1,11 @@
 """Centralized baseline for the breast ultrasound example: the federated run's upper reference.
 
 Builds every site's train and val split with the example's own task module (``breast_task.py``,
-``ctx.seed=0``, validation fraction 0.2), pools the three sites' train splits, trains ``model({})``
-(``torch.manual_seed(0)`` before building it) with a plain loop for ``--epochs`` at batch size 32,
-then scores the final model on the pooled val splits and on each site's own val split: accuracy
-at probability 0.5 and ROC AUC (exact, Mann-Whitney, from the scores). One CPU thread.
+``ctx.seed=--seed``, validation fraction 0.2), pools the three sites' train splits, trains
+``model({})`` (``torch.manual_seed(--seed)`` before building it) with a plain loop for
+``--epochs`` at batch size 32, then scores the final model on the pooled val splits and on each
+site's own val split: accuracy at probability 0.5 and ROC AUC (exact, Mann-Whitney, from the
+scores). One CPU thread.
 
     .venv/bin/python benchmarks/imaging_central.py
     .venv/bin/python benchmarks/imaging_central.py --optimizer sgd --lr 0.05 --out /tmp/sgd.json
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--augment", action="store_true", help="random horizontal flips (seeded)")
+    parser.add_argument("--seed", type=int, default=0, help="train/val split, model, shuffle")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "imaging_central.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -113,19 +115,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     train_sets: dict[str, Dataset] = {}
     val_sets: dict[str, Dataset] = {}
     for site in SITES:
-        ctx = TaskContext(path=(EXAMPLE / site).resolve(), silo=site, config=config, seed=0)
+        ctx = TaskContext(path=(EXAMPLE / site).resolve(), silo=site, config=config, seed=args.seed)
         train_sets[site] = task.dataset(ctx, "train")
         val_sets[site] = task.dataset(ctx, "val")
     pooled_train: ConcatDataset = ConcatDataset(list(train_sets.values()))
     pooled_val: ConcatDataset = ConcatDataset(list(val_sets.values()))
 
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     net = task.model({})
     n_params = sum(p.numel() for p in net.parameters())
     optimizer = make_optimizer(args.optimizer, net.parameters(), args.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     loader = DataLoader(
-        pooled_train, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0)
+        pooled_train, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(args.seed)
     )
     console = Console()
     seen, train_seconds = 0, 0.0
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "train_images": len(pooled_train),
         "train_images_per_s": round(images_per_s, 1),
         "threads": torch.get_num_threads(),
-        "seed": 0,
+        "seed": args.seed,
     }
     rows = [evaluate("pooled", net, pooled_val)]
     rows += [evaluate(site, net, data) for site, data in val_sets.items()]
