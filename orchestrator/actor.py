@@ -56,6 +56,8 @@ from silo.messages import (
     ServerStepIns,
     SiloKeys,
     SiloReady,
+    StoredPayload,
+    fetched,
 )
 from silo.preprocess import AgreedSchema
 
@@ -84,7 +86,8 @@ class Orchestrator:
         self._codec: Codec | None = PlainCodec() if settings.he.scheme == "off" else None
         self._public_context: bytes | None = None
         self._signing: dict[str, bytes] = {}  # silo -> Ed25519 public key
-        self._global: Payload | None = None  # Enc(global model); None until round 1 ends
+        # Enc(global model); None until round 1 ends. Stored: a streamed sum's pieces (object refs)
+        self._global: Payload | StoredPayload | None = None
         self._round = 0
         self._n_parameters = 0
         # Kept from set-up so that a restarted silo can rejoin without the others' help:
@@ -493,7 +496,8 @@ class Orchestrator:
         if len(accepted) < self._settings.min_silos:
             raise RoundFailed(server_round, answered, self._settings.min_silos, failures)
         started = time.perf_counter()
-        average = self._finish_sum(running.mean(), masks)
+        mean = running.mean()  # streamed in pieces: already finished, in the object store
+        average = mean if isinstance(mean, StoredPayload) else self._finish_sum(mean, masks)
         add_seconds += time.perf_counter() - started
         opt = self._strategy.server_opt
         reseed = self._codec.name == "packed" and len(average.terms) > self._settings.reseed_above
@@ -571,7 +575,7 @@ class Orchestrator:
         if self._codec is None or self._codec.name != "off" or self._strategy.clip_norm <= 0:
             return None
         if self._global is not None:
-            return self._codec.decode(self._global)[: self._n_parameters]
+            return self._codec.decode(fetched(self._global))[: self._n_parameters]
         if self._reference is None and active:
             try:
                 ref = self._silos[active[0]].initial_weights.remote()
@@ -587,7 +591,7 @@ class Orchestrator:
         assert self._codec is not None, "setup() must run first"
         return OrchestratorState(
             self._round, self._global, self._public_context, self._codec.key_id, self._server_state
-        )
+        )  # a stored global's pieces: the caller fetches them (`checkpoint.save` needs bytes)
 
     def restore(self, state: OrchestratorState) -> None:
         """Continue after ``state.round`` (set-up with the checkpoint's key must have run)."""

@@ -4,7 +4,9 @@ Each silo's `encode_staged_pieces` is a Ray streaming generator: it encrypts pie
 the orchestrator adds piece i, and Ray's backpressure (``window`` pieces not yet read) stops a
 fast silo from running ahead. The orchestrator reads no silo more than ``window`` pieces ahead
 of the slowest one still sending, so it holds running sums for at most about ``window`` pieces
-whatever the model's size; a finished piece is serialized once, in the compact wire form.
+whatever the model's size; a finished piece is serialized once, in the compact wire form, and
+put into Ray's object store at once: the sum is a `StoredPayload` of references, which silos
+fetch, so the orchestrator never holds the whole sum either.
 
 A silo that fails before its first piece is simply left out. One that fails mid-stream has
 pieces in the sums that cannot be taken out again: the pass is abandoned and the others, whose
@@ -26,8 +28,9 @@ from orchestrator.calls import failure_reason
 from orchestrator.errors import SiloFailure
 from privacy.aggregate import WeightedPayload, check_weight
 from privacy.codec import Codec, CodecError, Payload, check_payload
-from privacy.pieces import PieceSum, join, piece_ranges, piece_tag
+from privacy.pieces import PieceSum, piece_ranges, piece_tag
 from privacy.signing import SignatureError, verify_update
+from silo.messages import StoredPayload
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ class Streamed:
     """The outcome of a streamed sum. Shaped like the strategies' aggregators (``weight``,
     ``count``, ``mean``) so that a round treats it as one; it is finished already."""
 
-    payload: Payload | None = None  # Enc(mean); None: no complete sum
+    payload: StoredPayload | None = None  # Enc(mean), its pieces in the object store; None: no sum
     weight: float = 0.0
     count: int = 0
     accepted: list[str] = field(default_factory=list)
@@ -52,7 +55,7 @@ class Streamed:
     def add(self, item: WeightedPayload) -> None:
         raise TypeError("a streamed sum is finished piece by piece; nothing is added to it afterwards")
 
-    def mean(self) -> Payload:
+    def mean(self) -> StoredPayload:
         if self.payload is None:
             raise ValueError("no complete sum was collected")
         return self.payload
@@ -105,6 +108,16 @@ def _one_pass(
         for name in members
     }
     sums = PieceSum(plan.codec, count)
+    stored: list[Any] = []  # object refs of the finished pieces
+    stored_bytes = 0
+    terms: tuple[str, ...] = ()
+
+    def keep(finished: list[Payload]) -> None:  # into the object store: we hold references only
+        nonlocal stored_bytes, terms
+        for piece in finished:
+            stored.append(ray.put(piece))
+            stored_bytes, terms = stored_bytes + piece.nbytes, tuple(sorted(piece.terms))
+
     sent = dict.fromkeys(members, 0)  # pieces added, by silo
     weights: dict[str, float] = {}
     contributors = set(members)  # whose pieces every finished piece must hold
@@ -162,7 +175,7 @@ def _one_pass(
                 del streams[stream]  # all its pieces are in (the generator ends on its own)
             out.most_open = max(out.most_open, sums.open)
             if contributors and contributors <= weights.keys():  # the mean's factor is known
-                sums.finish(contributors, 1.0 / sum(weights[c] for c in contributors))
+                keep(sums.finish(contributors, 1.0 / sum(weights[c] for c in contributors)))
     for stream, name in streams.items():
         _stop(stream)
         if not spoiled:  # the deadline passed with this silo still sending
@@ -173,10 +186,10 @@ def _one_pass(
         return [name for name in members if name in contributors]
     if not contributors:
         return []
-    done = sums.finish(contributors, 1.0 / sum(weights[c] for c in contributors))
-    if len(done) != count:
-        raise AssertionError(f"{len(done)} of {count} pieces finished with every contributor done")
-    out.payload = join(done)
+    keep(sums.finish(contributors, 1.0 / sum(weights[c] for c in contributors)))
+    if len(stored) != count:
+        raise AssertionError(f"{len(stored)} of {count} pieces finished with every contributor done")
+    out.payload = StoredPayload(tuple(stored), plan.length, terms, stored_bytes)
     out.accepted = [name for name in members if name in contributors]
     out.weight = sum(weights[c] for c in contributors)
     out.count = len(contributors)

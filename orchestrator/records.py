@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orchestrator.errors import SiloFailure
 from orchestrator.metrics import GlobalEval
 from privacy.codec import Payload
 from silo.data import SiloDescription
-from silo.messages import SiloReady
+from silo.messages import SiloReady, StoredPayload
 from silo.preprocess import AgreedSchema
 
 
@@ -52,7 +52,14 @@ class OrchestratorState:
     """What a checkpoint needs from the orchestrator: ciphertexts and public parameters only."""
 
     round: int  # the last completed round
-    global_payload: Payload | None  # Enc(global model after `round`)
+    # Enc(global model after `round`); stored: its pieces in the object store (`fetched` before saving)
+    global_payload: Payload | StoredPayload | None
     public_context: bytes | None  # the HE parameters the silos' key belongs to
     key_id: str  # fingerprint of that key
     server_state: tuple[Payload, ...] = ()  # Enc(m), Enc(v) of a server optimizer (FedAdam, ...)
+
+    def fetched(self) -> OrchestratorState:
+        """This state with the global model's bytes (a checkpoint file cannot hold object refs)."""
+        if isinstance(self.global_payload, StoredPayload):
+            return replace(self, global_payload=self.global_payload.fetched())
+        return self

@@ -23,12 +23,12 @@ from ray.exceptions import RayError
 from orchestrator.errors import SiloFailure
 from privacy.codec import Codec, CodecError, Payload, check_payload
 from privacy.signing import SignatureError, SignedUpdate, verify_update
-from silo.messages import ServerStepIns, ServerStepRes
+from silo.messages import ServerStepIns, ServerStepRes, StoredPayload
 
 
 @dataclass(frozen=True)
 class LeaderResult:
-    global_payload: Payload | None  # None: no silo could make the step
+    global_payload: Payload | StoredPayload | None  # None: no silo could make the step
     state: tuple[Payload, ...]
     leader: str
     bytes_up: int

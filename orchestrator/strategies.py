@@ -19,7 +19,7 @@ import numpy as np
 from orchestrator.robust import RULES, RobustSum
 from privacy.aggregate import WeightedPayload
 from privacy.codec import Codec, Payload
-from silo.messages import FitConfig
+from silo.messages import FitConfig, StoredPayload
 from silo.server_opt import ServerOpt
 
 ROBUST = tuple(rule for rule in RULES if rule != "mean")  # rules that must see single updates
@@ -31,7 +31,7 @@ class Aggregator(Protocol):
 
     def add(self, item: WeightedPayload) -> None: ...
 
-    def mean(self) -> Payload: ...
+    def mean(self) -> Payload | StoredPayload: ...
 
 
 class Strategy(Protocol):

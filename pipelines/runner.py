@@ -150,7 +150,7 @@ def run_federation(
                     # The round and the state after it, as one step: an orchestrator that dies
                     # between the two is replaced from the previous state and the round runs again.
                     record = ray.get(actors.orchestrator.run_round.remote(server_round))
-                    next_state: OrchestratorState = ray.get(actors.orchestrator.state.remote())
+                    next_state: OrchestratorState = ray.get(actors.orchestrator.state.remote()).fetched()
                 except ray.exceptions.RayError as err:
                     if isinstance(federation.unwrap(err), BudgetSpent):
                         summary.stopped = str(federation.unwrap(err))

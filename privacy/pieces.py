@@ -10,6 +10,9 @@ sum of the silos' whole encodings, so silos decode the result as they decode any
 c = PlainCodec(); x = np.arange(5.0); r = piece_ranges(5, 2); s = PieceSum(c, len(r)); \
 [s.add(i, 'a', c.encode(x[a:b], tag='a', offset=a)) for i, (a, b) in enumerate(r)]; \
 print(r, c.decode(join(s.finish({'a'}, 1.0))))"
+
+The orchestrator puts each finished piece into Ray's object store at once and keeps references
+(`silo.messages.StoredPayload`); a silo fetches the pieces and joins them (`join`).
 """
 
 from __future__ import annotations
@@ -44,11 +47,7 @@ class PieceSum:
         self._codec, self.count = codec, count
         self._running: dict[int, Accumulator] = {}
         self._added: dict[int, set[str]] = {}
-        self._done: list[Payload] = []
-
-    @property
-    def finished(self) -> int:
-        return len(self._done)
+        self.finished = 0  # pieces finished (and handed out) so far
 
     @property
     def open(self) -> int:
@@ -66,13 +65,14 @@ class PieceSum:
         self._added.setdefault(index, set()).add(silo)
 
     def finish(self, contributors: Collection[str], factor: float) -> list[Payload]:
-        """Finish, in order, every piece that all ``contributors`` have sent (times ``factor``);
-        returns all pieces finished so far."""
+        """Finish, in order, every piece that all ``contributors`` have sent (times ``factor``) and
+        return those newly finished: the caller keeps them (this class holds running sums only)."""
+        done = []
         while self.finished < self.count and set(contributors) <= self._added.get(self.finished, set()):
-            index = self.finished
-            self._done.append(self._running.pop(index).result(factor))
-            del self._added[index]
-        return self._done
+            done.append(self._running.pop(self.finished).result(factor))
+            del self._added[self.finished]
+            self.finished += 1
+        return done
 
 
 def join(pieces: list[Payload]) -> Payload:

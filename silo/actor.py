@@ -71,6 +71,8 @@ from silo.messages import (
     SiloKeys,
     SiloReady,
     SiloStatus,
+    StoredPayload,
+    fetched,
 )
 from silo.models import build_model
 from silo.preprocess import (
@@ -455,9 +457,9 @@ class SiloWorker:
 
     # -- rounds ---------------------------------------------------------------
 
-    def _load_global(self, payload: Payload | None) -> None:
+    def _load_global(self, payload: Payload | StoredPayload | None) -> None:
         """Load the global model; a SCAFFOLD payload [w ; c] also sets c."""
-        flat = self._initial if payload is None else self._require_codec().decode(payload)
+        flat = self._initial if payload is None else self._require_codec().decode(fetched(payload))
         weights, self._c_global = split_scaffold(flat, self._initial.size)
         self._ready().set(weights)
 
@@ -563,7 +565,7 @@ class SiloWorker:
         """As the round's server-step leader: decrypt the average, the previous global model and
         the optimizer state, apply the step every silo would apply, re-encrypt and sign each."""
         codec = self._require_codec()
-        average = codec.decode(ins.average)
+        average = codec.decode(fetched(ins.average))
 
         def signed(name: str, values: np.ndarray, exact: bool = True) -> SignedUpdate:
             tag = f"round-{ins.round}/server/{name}"
@@ -575,7 +577,7 @@ class SiloWorker:
             if not np.all(np.isfinite(average)):
                 raise ValueError("the average has NaN or infinite weights")
             return ServerStepRes(signed("global", average, exact=False), ())
-        previous = self._initial if ins.previous is None else codec.decode(ins.previous)
+        previous = self._initial if ins.previous is None else codec.decode(fetched(ins.previous))
         state = OptState(*(codec.decode(p) for p in ins.state)) if ins.state else None
         weights, new_state = server_step(ins.opt, previous, average, state)
         if not np.all(np.isfinite(weights)):
@@ -583,7 +585,7 @@ class SiloWorker:
         pairs = zip(ins.opt.state_names, new_state.vectors(), strict=True)
         return ServerStepRes(signed("global", weights), tuple(signed(n, v) for n, v in pairs))
 
-    def evaluate(self, payload: Payload | None) -> Evaluation:
+    def evaluate(self, payload: Payload | StoredPayload | None) -> Evaluation:
         self._load_global(payload)
         return self._evaluate()
 
@@ -606,7 +608,7 @@ class SiloWorker:
         rows = validation_rows(self._raw, features, self.spec.table)
         return {uri: score(fetch(tracking_uri, uri), rows, self.name) for uri in model_uris}
 
-    def publish(self, payload: Payload, request: PublishRequest) -> PublishedModel:
+    def publish(self, payload: Payload | StoredPayload, request: PublishRequest) -> PublishedModel:
         """Decrypt the final global model here and register it in MLflow."""
         from silo.publish import publish_model, publish_task_model
 

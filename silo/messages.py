@@ -6,10 +6,31 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import ray
 
 from privacy.codec import Payload
+from privacy.pieces import join
 from privacy.signing import SignedUpdate
 from silo.server_opt import ServerOpt
+
+
+@dataclass(frozen=True)
+class StoredPayload:
+    """A sum finished piece by piece (orchestrator/pieces.py) whose pieces wait in Ray's object
+    store: the orchestrator holds references, never the bytes; whoever decodes it fetches them."""
+
+    pieces: tuple[Any, ...]  # a ray.ObjectRef per finished piece (each a Payload), in order
+    length: int  # values in the whole vector
+    terms: tuple[str, ...]  # the encodings summed in
+    nbytes: int  # of all pieces together
+
+    def fetched(self) -> Payload:
+        return join(list(ray.get(list(self.pieces))))
+
+
+def fetched(payload: Payload | StoredPayload) -> Payload:
+    """The payload itself, with a stored one's pieces fetched and joined."""
+    return payload.fetched() if isinstance(payload, StoredPayload) else payload
 
 
 @dataclass(frozen=True)
@@ -34,7 +55,7 @@ class FitConfig:
 @dataclass(frozen=True)
 class FitIns:
     round: int
-    global_payload: Payload | None  # None in round 1: silos build the seeded initial model
+    global_payload: Payload | StoredPayload | None  # None in round 1: silos build the seeded initial model
     config: FitConfig
 
 
@@ -162,8 +183,8 @@ class ServerStepIns:
     (None in round 1: the seeded initial model) and the encrypted optimizer state (empty at first)."""
 
     round: int
-    average: Payload
-    previous: Payload | None
+    average: Payload | StoredPayload
+    previous: Payload | StoredPayload | None
     state: tuple[Payload, ...]
     # None: re-encryption only. A packed sum carries one c1 seed per silo, which every silo
     # would regenerate to decrypt it; the leader does it once and sends one fresh ciphertext.

@@ -10,13 +10,16 @@ as it reports a dead actor: the silo is left out of that step, named, with the r
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from privacy.pieces import piece_ranges
+from privacy.pieces import join, piece_ranges
 from silo.config import SiloSpec
 from silo.errors import SiloUnavailable
+from silo.messages import StoredPayload
 from sites.terms import RunTerms
 from sites.wire import dumps, loads
 
@@ -80,10 +83,26 @@ class SiloProxy:
             yield await self._forward("encode_staged_piece", (tag, bound, piece_values, index, length))
 
     async def _forward(self, method: str, args: tuple[Any, ...]) -> Any:
+        args = tuple([await _with_bytes(arg) for arg in args])
         kind, body, rule = await self._gateway.call.remote(self.name, self._session, method, dumps(args))
         if kind != "ok":
             return _raise(kind, body, rule)
         return loads(body)
+
+
+async def _with_bytes(arg: Any) -> Any:
+    """``arg`` with every stored payload in it (object refs, which cannot leave this cluster)
+    fetched and joined: the site receives the bytes, as for any payload."""
+    if isinstance(arg, StoredPayload):
+        return join(list(await asyncio.gather(*arg.pieces)))
+    if dataclasses.is_dataclass(arg) and not isinstance(arg, type):
+        changes = {
+            f.name: await _with_bytes(value)
+            for f in dataclasses.fields(arg)
+            if isinstance(value := getattr(arg, f.name), StoredPayload)
+        }
+        return dataclasses.replace(arg, **changes) if changes else arg
+    return arg
 
 
 def _forwarder(method: str) -> Callable[..., Coroutine[Any, Any, Any]]:

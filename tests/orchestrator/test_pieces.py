@@ -12,13 +12,15 @@ import pytest
 import ray
 
 from orchestrator.actor import Orchestrator
-from orchestrator.records import RoundRecord
+from orchestrator.records import OrchestratorState, RoundRecord
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import FedAvg
+from privacy.codec import Payload
 from privacy.params import HEConfig, PackedParams
 from privacy.signing import SignedUpdate
 from silo.actor import SiloWorker, silo_actor
 from silo.config import DataSpec, ModelSpec, SiloSpec
+from silo.messages import StoredPayload
 from tests.conftest import synthetic_silo
 
 DATA = DataSpec(target="y", categorical=("color",))
@@ -66,10 +68,16 @@ def _federation(
     return silos, orchestrator
 
 
-def _rounds(namespace: str, paths: dict[str, Path], piece_values: int, **classes: Any) -> list[RoundRecord]:
+def _rounds(
+    namespace: str, paths: dict[str, Path], piece_values: int, **classes: Any
+) -> tuple[list[RoundRecord], OrchestratorState, OrchestratorState]:
+    """Two rounds; the orchestrator's state after them, as it holds it and with bytes fetched (a
+    stored sum's pieces go with the orchestrator that put them: fetched before it stops)."""
     silos, orchestrator = _federation(namespace, paths, classes, piece_values)
     try:
-        return [ray.get(orchestrator.run_round.remote(r)) for r in (1, 2)]
+        records = [ray.get(orchestrator.run_round.remote(r)) for r in (1, 2)]
+        state: OrchestratorState = ray.get(orchestrator.state.remote())
+        return records, state, state.fetched()
     finally:
         for handle in [*silos.values(), orchestrator]:
             ray.kill(handle)
@@ -85,9 +93,15 @@ def test_a_streamed_round_moves_and_trains_as_a_whole_upload(ray_local, namespac
     # Prepare: three silos, once streaming in pieces of one ciphertext, once whole
     three = {name: paths[name] for name in ["north", "south", "east"]}
     # Execute
-    streamed = _rounds(namespace, three, SMALL_PIECES)
-    whole = _rounds(namespace + "-whole", three, 0)
-    # Assert: every silo in both; the same bytes up; round 2 scores the same global model
+    streamed, stored, fetched_state = _rounds(namespace, three, SMALL_PIECES)
+    whole, kept, _ = _rounds(namespace + "-whole", three, 0)
+    # Assert: the streamed sum stays in the object store (the orchestrator holds references);
+    # fetched, it is a payload like the whole one, for a checkpoint
+    assert isinstance(stored.global_payload, StoredPayload) and len(stored.global_payload.pieces) == 3
+    fetched = fetched_state.global_payload
+    assert isinstance(fetched, Payload) and isinstance(kept.global_payload, Payload)
+    assert fetched.length == kept.global_payload.length and fetched.nbytes == kept.global_payload.nbytes
+    # ... every silo in both; the same bytes up; round 2 scores the same global model
     for records in (streamed, whole):
         assert [len(r.participants) for r in records] == [3, 3], [r.failures for r in records]
     assert [r.bytes_up for r in streamed] == [r.bytes_up for r in whole]
@@ -102,7 +116,7 @@ def test_silos_that_die_or_forge_mid_stream_are_left_out_and_the_rest_send_again
     # Prepare: east dies after its first piece, west forges its second
     classes = {"east": DiesMidStream, "west": ForgesSecondPiece}
     # Execute
-    first, second = _rounds(namespace, paths, SMALL_PIECES, **classes)
+    (first, second), _, _ = _rounds(namespace, paths, SMALL_PIECES, **classes)
     # Assert: round 1 completes with the two honest silos, naming both others and why
     assert sorted(first.participants) == ["north", "south"]
     reasons = {f.silo: f.reason for f in first.failures}
