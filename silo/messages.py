@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import ray
 
 from privacy.codec import Payload
 from privacy.pieces import join
@@ -25,6 +24,8 @@ class StoredPayload:
     nbytes: int  # of all pieces together
 
     def fetched(self) -> Payload:
+        import ray  # here, not at import: the CLI sets Ray's auth mode before Ray is imported
+
         return join(list(ray.get(list(self.pieces))))
 
 
