@@ -40,6 +40,7 @@ from orchestrator.strategies import Aggregator, Strategy
 from privacy.aggregate import WeightedSum, check_weight
 from privacy.codec import Codec, CodecError, Payload, PlainCodec, check_payload, unmasked
 from privacy.masking import Mask
+from privacy.pieces import piece_ranges, piece_size
 from privacy.schemes import public_codec
 from privacy.secagg import OrchestratorKey, SecAggError
 from privacy.secure_sum import SecureSumCodec
@@ -206,12 +207,12 @@ class Orchestrator:
     ) -> _Collected:
         assert self._codec is not None
         codec, s = self._codec, self._settings
-        piece_values = -(-s.piece_values // codec.chunk_values()) * codec.chunk_values()
+        piece_values = piece_size(s.piece_values, codec.chunk_values())
         plan = StreamPlan(phase, bound, length, piece_values, s.piece_window, codec, self._signing, deadline)
         streamed = collect_pieces(self._silos, names, plan, self._sample_memory)
         logger.info(
             "%s: %d pieces of %d values, %d pass(es), at most %d held as running sums",
-            phase, -(-length // piece_values), piece_values, streamed.passes, streamed.most_open,
+            phase, len(piece_ranges(length, piece_values)), piece_values, streamed.passes, streamed.most_open,
         )  # fmt: skip
         return _Collected(
             streamed, streamed.accepted, streamed.failures, streamed.rejected, streamed.late,

@@ -23,12 +23,16 @@ from dataclasses import replace
 from privacy.codec import Accumulator, Codec, CodecError, Payload
 
 
-def piece_ranges(length: int, piece_values: int, chunk_values: int = 1) -> list[tuple[int, int]]:
-    """[(start, end)] covering ``length`` values in pieces of ``piece_values`` rounded up to a
-    whole number of chunks (a piece never splits a ciphertext); at least one piece."""
+def piece_size(piece_values: int, chunk_values: int = 1) -> int:
+    """``piece_values`` rounded up to a whole number of chunks: a piece never splits a ciphertext."""
     if piece_values < 1 or chunk_values < 1:
         raise ValueError(f"pieces need positive sizes, got {piece_values} values, chunks of {chunk_values}")
-    size = -(-piece_values // chunk_values) * chunk_values
+    return -(-piece_values // chunk_values) * chunk_values
+
+
+def piece_ranges(length: int, piece_values: int, chunk_values: int = 1) -> list[tuple[int, int]]:
+    """[(start, end)] covering ``length`` values in pieces of `piece_size`; at least one piece."""
+    size = piece_size(piece_values, chunk_values)
     return [(a, min(length, a + size)) for a in range(0, max(length, 1), size)]
 
 
