@@ -46,7 +46,7 @@ from privacy.signing import SignedUpdate
 from silo.actor import SiloWorker, silo_actor
 from silo.config import DataSpec, ModelSpec, SiloSpec
 from silo.data import SiloDescription
-from silo.messages import Evaluation, FitIns, FitRes, SiloReady, fetched
+from silo.messages import Evaluation, FitIns, FitRes, SiloReady, decoded
 from silo.preprocess import AgreedSchema
 
 ROWS = 200  # training rows per simulated silo: the aggregation weight
@@ -109,7 +109,7 @@ class SyntheticSilo(SiloWorker):
             if ins.global_payload is None:
                 weights = np.zeros(self._n)
             else:
-                weights = self._require_codec().decode(fetched(ins.global_payload))
+                weights = decoded(self._require_codec(), ins.global_payload)
             self._times["decrypt"] = time.perf_counter() - start
             rng = np.random.default_rng(abs(hash((self.name, ins.round))) % 2**32)
             update = (weights + rng.normal(0.0, 0.01, self._n)).astype(np.float32)  # stands for training

@@ -64,8 +64,9 @@ class Codec(Protocol):
     expanded and added to the quantized integers; codecs that cannot mask refuse them) and
     ``offset``: where ``values`` start in the whole vector when a large update is encoded
     piece by piece (`privacy.pieces`); the dither and masks are drawn for those positions,
-    so the pieces' chunks joined are the whole vector's encoding. ``chunk_values`` is how
-    many values one chunk holds: a piece starts on a multiple of it.
+    so the pieces' chunks joined are the whole vector's encoding. ``decode(piece, offset=)``
+    decodes one finished piece of a sum on its own (the dither removed for its positions).
+    ``chunk_values`` is how many values one chunk holds: a piece starts on a multiple of it.
     """
 
     name: str
@@ -90,7 +91,7 @@ class Codec(Protocol):
 
     def scale(self, a: Payload, factor: float) -> Payload: ...
 
-    def decode(self, payload: Payload) -> np.ndarray: ...
+    def decode(self, payload: Payload, *, offset: int = 0) -> np.ndarray: ...
 
     def describe(self) -> dict[str, str]:
         """Parameters worth recording (MLflow tags); never secret material."""
@@ -259,7 +260,7 @@ class PlainCodec:
         array = np.ascontiguousarray(values, dtype=np.float64).ravel()
         return Payload(self.name, (array.tobytes(),), int(array.size), terms=(tag,) if tag else ())
 
-    def decode(self, payload: Payload) -> np.ndarray:
+    def decode(self, payload: Payload, *, offset: int = 0) -> np.ndarray:
         check_payload(self.name, payload)
         refuse_masks(self.name, payload.unmask)
         data = b"".join(payload.chunks)

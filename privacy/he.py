@@ -93,7 +93,7 @@ class CKKSCodec:
     def scale(self, a: Payload, factor: float) -> Payload:
         return scale_one(self, a, factor)
 
-    def decode(self, payload: Payload) -> np.ndarray:
+    def decode(self, payload: Payload, *, offset: int = 0) -> np.ndarray:
         if not self.can_decrypt:
             raise CodecError("this CKKS context holds no secret key and cannot decrypt")
         refuse_masks(self.name, payload.unmask)

@@ -277,7 +277,7 @@ class PackedCodec:
     def scale(self, a: Payload, factor: float) -> Payload:
         return scale_one(self, a, factor)
 
-    def decode(self, payload: Payload) -> np.ndarray:
+    def decode(self, payload: Payload, *, offset: int = 0) -> np.ndarray:
         if self._decryptor is None:
             raise CodecError("this context holds no secret key and cannot decrypt")
         if payload.layout is None or payload.bound is None:
@@ -287,9 +287,11 @@ class PackedCodec:
         per_ct, t = lanes * self._slots, self.plain_modulus
         if len(payload.chunks) * per_ct < payload.length:
             raise CodecError(f"{len(payload.chunks)} ciphertexts cannot hold {payload.length} values")
+        if offset % per_ct:
+            raise CodecError(f"a piece must start on a ciphertext ({per_ct} values), not at {offset}")
         shifts = (np.arange(lanes, dtype=np.uint64) * np.uint64(lane_bits))[None, :, None]
         lane = np.uint64((1 << lane_bits) - 1)
-        offset = len(payload.terms) * 2 ** (bits - 1)
+        bias = len(payload.terms) * 2 ** (bits - 1)
         step = payload.bound / (2 ** (bits - 1) - 1) * payload.scale
         out = np.empty(payload.length)
         firsts = range(0, len(payload.chunks), BLOCK)  # a block at a time: temporaries stay small
@@ -297,16 +299,16 @@ class PackedCodec:
         decrypted = self._map(decrypt_chunks, self.decrypt_chunks, groups)
         for first, slots in zip(firsts, decrypted, strict=True):
             if payload.unmask:  # secure aggregation: the masks left in the sum, rebuilt from shares
-                mask = combined(payload.unmask, slots.size, t, self._slots, first)
+                mask = combined(payload.unmask, slots.size, t, self._slots, offset // per_ct + first)
                 slots = sub_mod(slots.ravel(), mask, t).reshape(slots.shape)
             a = first * per_ct
             b = min(payload.length, a + slots.shape[0] * per_ct)
             if b <= a:
                 break
-            total = ((slots[:, None, :] >> shifts) & lane).reshape(-1)[: b - a].astype(np.int64) - offset
+            total = ((slots[:, None, :] >> shifts) & lane).reshape(-1)[: b - a].astype(np.int64) - bias
             dithers = np.zeros(b - a)
-            for tag in payload.terms:
-                dithers += dither(self._dither_key, tag, b - a, start=a)
+            for tag in sorted(payload.terms):  # the same floats in any arrival order
+                dithers += dither(self._dither_key, tag, b - a, start=offset + a)
             out[a:b] = (total.astype(np.float64) - dithers) * step
         return out
 

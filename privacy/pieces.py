@@ -12,13 +12,16 @@ c = PlainCodec(); x = np.arange(5.0); r = piece_ranges(5, 2); s = PieceSum(c, le
 print(r, c.decode(join(s.finish({'a'}, 1.0))))"
 
 The orchestrator puts each finished piece into Ray's object store at once and keeps references
-(`silo.messages.StoredPayload`); a silo fetches the pieces and joins them (`join`).
+(`silo.messages.StoredPayload`); a silo fetches and decodes them one at a time (`decode_pieces`),
+or joins them (`join`) where the bytes must travel on as one payload.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import replace
+
+import numpy as np
 
 from privacy.codec import Accumulator, Codec, CodecError, Payload
 
@@ -79,20 +82,43 @@ class PieceSum:
         return done
 
 
+def check_alike(first: Payload, piece: Payload, number: int) -> None:
+    """Refuse piece ``number`` (counted from 1) unless it was encoded and summed as the first."""
+    if (piece.codec, piece.bound, piece.layout, piece.scale, sorted(piece.terms), piece.key_id) != (
+        first.codec,
+        first.bound,
+        first.layout,
+        first.scale,
+        sorted(first.terms),
+        first.key_id,
+    ):  # fmt: skip (terms: added in the order pieces arrived, which differs from piece to piece)
+        raise CodecError(f"piece {number} was encoded or summed differently from piece 1")
+
+
 def join(pieces: list[Payload]) -> Payload:
     """The finished pieces as one payload: their chunks in order, their lengths added."""
     if not pieces:
         raise ValueError("no pieces to join")
     first = pieces[0]
-    for index, piece in enumerate(pieces[1:], start=2):
-        if (piece.codec, piece.bound, piece.layout, piece.scale, sorted(piece.terms), piece.key_id) != (
-            first.codec,
-            first.bound,
-            first.layout,
-            first.scale,
-            sorted(first.terms),
-            first.key_id,
-        ):  # fmt: skip (terms: added in the order pieces arrived, which differs from piece to piece)
-            raise CodecError(f"piece {index} was encoded or summed differently from piece 1")
+    for number, piece in enumerate(pieces[1:], start=2):
+        check_alike(first, piece, number)
     chunks = tuple(chunk for piece in pieces for chunk in piece.chunks)
     return replace(first, chunks=chunks, length=sum(piece.length for piece in pieces))
+
+
+def decode_pieces(codec: Codec, pieces: Iterable[Payload], length: int) -> np.ndarray:
+    """The finished pieces of a sum decoded one at a time into one vector of ``length`` values
+    (``codec.decode(piece, offset=start)``): equal to decoding their `join`, while a decoder
+    holds one piece's bytes at a time beside the result (pieces may come from a generator)."""
+    out = np.empty(length)
+    start, first = 0, None
+    for number, piece in enumerate(pieces, start=1):
+        first = first or piece
+        check_alike(first, piece, number)
+        if start + piece.length > length:
+            raise CodecError(f"piece {number} ends past the {length} values of the sum")
+        out[start : start + piece.length] = codec.decode(piece, offset=start)
+        start += piece.length
+    if start != length:
+        raise CodecError(f"the pieces hold {start} values, the sum {length}")
+    return out

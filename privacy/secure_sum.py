@@ -95,19 +95,21 @@ class SecureSumCodec:
     def scale(self, a: Payload, factor: float) -> Payload:
         return scale_one(self, a, factor)
 
-    def decode(self, payload: Payload) -> np.ndarray:
+    def decode(self, payload: Payload, *, offset: int = 0) -> np.ndarray:
         """The sum, once its masks are attached (`Payload.unmask`); a single masked upload, or a
         sum whose masks are missing, decodes to noise."""
         if payload.layout is None or payload.bound is None:
             raise CodecError("secure-sum payload without its quantization layout")
+        if offset and payload.unmask:
+            raise CodecError("the secure-sum codec unmasks whole vectors, not pieces")
         words = self._words(payload)
         if payload.unmask:
             words = sub_mod(words, combined(payload.unmask, words.size, MODULUS), MODULUS)
         signed = words.astype(np.int64)
         signed[words >= np.uint64(MODULUS // 2)] -= MODULUS
         offsets = np.zeros(payload.length)
-        for tag in payload.terms:
-            offsets += dither(_DITHER_KEY, tag, payload.length)
+        for tag in sorted(payload.terms):  # the same floats in any arrival order
+            offsets += dither(_DITHER_KEY, tag, payload.length, start=offset)
         bits = payload.layout[0]
         step = payload.bound / (2 ** (bits - 1) - 1)
         return (signed.astype(np.float64) - offsets) * step * payload.scale

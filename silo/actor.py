@@ -72,7 +72,7 @@ from silo.messages import (
     SiloReady,
     SiloStatus,
     StoredPayload,
-    fetched,
+    decoded,
 )
 from silo.models import build_model
 from silo.preprocess import (
@@ -459,7 +459,7 @@ class SiloWorker:
 
     def _load_global(self, payload: Payload | StoredPayload | None) -> None:
         """Load the global model; a SCAFFOLD payload [w ; c] also sets c."""
-        flat = self._initial if payload is None else self._require_codec().decode(fetched(payload))
+        flat = self._initial if payload is None else decoded(self._require_codec(), payload)
         weights, self._c_global = split_scaffold(flat, self._initial.size)
         self._ready().set(weights)
 
@@ -565,7 +565,7 @@ class SiloWorker:
         """As the round's server-step leader: decrypt the average, the previous global model and
         the optimizer state, apply the step every silo would apply, re-encrypt and sign each."""
         codec = self._require_codec()
-        average = codec.decode(fetched(ins.average))
+        average = decoded(codec, ins.average)
 
         def signed(name: str, values: np.ndarray, exact: bool = True) -> SignedUpdate:
             tag = f"round-{ins.round}/server/{name}"
@@ -577,7 +577,7 @@ class SiloWorker:
             if not np.all(np.isfinite(average)):
                 raise ValueError("the average has NaN or infinite weights")
             return ServerStepRes(signed("global", average, exact=False), ())
-        previous = self._initial if ins.previous is None else codec.decode(fetched(ins.previous))
+        previous = self._initial if ins.previous is None else decoded(codec, ins.previous)
         state = OptState(*(codec.decode(p) for p in ins.state)) if ins.state else None
         weights, new_state = server_step(ins.opt, previous, average, state)
         if not np.all(np.isfinite(weights)):

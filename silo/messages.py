@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from privacy.codec import Payload
-from privacy.pieces import join
+from privacy.codec import Codec, Payload
+from privacy.pieces import decode_pieces, join
 from privacy.signing import SignedUpdate
 from silo.server_opt import ServerOpt
 
@@ -32,6 +33,25 @@ class StoredPayload:
 def fetched(payload: Payload | StoredPayload) -> Payload:
     """The payload itself, with a stored one's pieces fetched and joined."""
     return payload.fetched() if isinstance(payload, StoredPayload) else payload
+
+
+def decoded(codec: Codec, payload: Payload | StoredPayload) -> np.ndarray:
+    """``codec.decode`` of a payload; a stored one a piece at a time, each fetched while the one
+    before it decodes, so a silo holds one or two pieces' bytes beside the decoded vector, never
+    the whole sum's."""
+    if not isinstance(payload, StoredPayload):
+        return codec.decode(payload)
+    import ray
+
+    refs = list(payload.pieces)
+
+    def pieces() -> Iterator[Payload]:
+        for index, ref in enumerate(refs):
+            if index + 1 < len(refs):  # start pulling the next piece to this node
+                ray.wait([refs[index + 1]], timeout=0, fetch_local=True)
+            yield ray.get(ref)
+
+    return decode_pieces(codec, pieces(), payload.length)
 
 
 @dataclass(frozen=True)

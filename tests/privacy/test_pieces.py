@@ -11,7 +11,8 @@ from privacy.codec import Codec, CodecError, PlainCodec
 from privacy.he import CKKSKeys
 from privacy.packed import PackedKeys
 from privacy.params import CKKSParams, PackedParams
-from privacy.pieces import PieceSum, join, piece_ranges, piece_tag
+from privacy.pieces import PieceSum, decode_pieces, join, piece_ranges, piece_tag
+from privacy.secure_sum import SecureSumCodec
 
 
 @pytest.fixture(scope="module")
@@ -45,19 +46,37 @@ def test_the_pieces_joined_decode_to_exactly_the_whole_sum(
     # Assert: the same integers, so the same floats; within half a step of each value's mean
     expected = packed.decode(whole.result(1.0 / silos))
     assert np.array_equal(packed.decode(joined), expected)
+    assert np.array_equal(decode_pieces(packed, iter(done), size), expected)  # one piece at a time
     step = 8.0 / (2**15 - 1)
     assert np.max(np.abs(expected - np.mean(xs, axis=0))) <= step / 2 + 1e-12
     assert joined.nbytes == whole.result().nbytes
 
 
-@pytest.mark.parametrize("codec", ["off", "ckks"])
-def test_plaintext_and_ckks_pieces_join_to_the_whole_sum(codec: str) -> None:
-    c: Codec = PlainCodec() if codec == "off" else CKKSKeys.generate(CKKSParams()).codec()
+@pytest.mark.parametrize("codec", ["off", "ckks", "secure-sum"])
+def test_plaintext_ckks_and_secure_sum_pieces_join_to_the_whole_sum(codec: str) -> None:
+    c: Codec = {
+        "off": PlainCodec,
+        "ckks": lambda: CKKSKeys.generate(CKKSParams()).codec(),
+        "secure-sum": SecureSumCodec,
+    }[codec]()
     rng = np.random.default_rng(1)
     xs = [rng.normal(0, 1, 10_000) for _ in range(3)]
     _, done = _in_pieces(c, xs, 3000, 1.0 / 3)
     assert len(done) > 1
-    np.testing.assert_allclose(c.decode(join(done)), np.mean(xs, axis=0), atol=1e-4)
+    whole = c.decode(join(done))
+    np.testing.assert_allclose(whole, np.mean(xs, axis=0), atol=1e-4)
+    np.testing.assert_array_equal(decode_pieces(c, done, 10_000), whole)
+
+
+def test_pieces_decoded_one_at_a_time_must_cover_the_sum_exactly(packed: Codec) -> None:
+    rng = np.random.default_rng(2)
+    _, done = _in_pieces(packed, [rng.uniform(-8, 8, 30_000)], 1, 1.0)
+    with pytest.raises(CodecError, match="hold 12288 values, the sum 30000"):
+        decode_pieces(packed, done[:1], 30_000)
+    with pytest.raises(CodecError, match="ends past"):
+        decode_pieces(packed, done, 20_000)
+    with pytest.raises(CodecError, match="must start on a ciphertext"):
+        packed.decode(done[1], offset=5)
 
 
 def test_a_piece_finishes_only_when_every_contributor_sent_it(packed: Codec) -> None:
