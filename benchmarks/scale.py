@@ -14,8 +14,9 @@ second reported, with where its time went, and the orchestrator's peak memory.
 
 Encrypted updates above `--pieces` values stream in pieces of that many (0: whole updates).
 JSON rows carry he, secagg, piece_values, silos, params, round_s, aggregate_s, up_bytes_per_param,
-down_bytes_per_param (per silo), orchestrator_peak_mb and silo_peak_mb (a silo process's
-peak resident memory so far: the silo actors serve every configuration of a silo count).
+down_bytes_per_param (per silo), orchestrator_peak_mb, silo_peak_mb (a silo process's peak
+resident memory in that configuration) and silo_base_mb (the same before round 1: code,
+libraries and the float32 model, whose size is 4 bytes a parameter).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import contextlib
 import fcntl
 import json
 import os
-import resource
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import ray
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -46,8 +47,10 @@ from privacy.signing import SignedUpdate
 from silo.actor import SiloWorker, silo_actor
 from silo.config import DataSpec, ModelSpec, SiloSpec
 from silo.data import SiloDescription
-from silo.messages import Evaluation, FitIns, FitRes, SiloReady, decoded
+from silo.exchange import Exchange
+from silo.messages import Evaluation, FitIns, FitRes, SiloReady
 from silo.preprocess import AgreedSchema
+from silo.update import staged_update
 
 ROWS = 200  # training rows per simulated silo: the aggregation weight
 SLOTS = Path(tempfile.gettempdir()) / "fedsilo-scale-slots"
@@ -77,13 +80,33 @@ def cpu_slot() -> Iterator[None]:
         time.sleep(0.005)
 
 
+def memory_mb(field: str) -> float:
+    """A line of /proc/self/status in MB (VmHWM: peak resident; RssAnon: private now); 0 elsewhere."""
+    with contextlib.suppress(OSError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 class SyntheticSilo(SiloWorker):
-    """The silo protocol with a synthetic model of ``n_parameters`` and no data."""
+    """The silo protocol with a synthetic model of ``n_parameters`` and no data: a float32
+    parameter vector exchanged through the real `Exchange`, the global model loaded and the
+    update staged by the real code (`_load_global`, `staged_update`, `_stage`); only training is
+    replaced, by one in-place step of noise (a gradient-sized temporary, as an optimizer's)."""
 
     def configure(self, n_parameters: int) -> None:
         self._n = n_parameters
         self._pre = None
         self._times: dict[str, float] = {}
+        self._exchange = self._model = None  # the last configuration's model goes first
+        model = torch.nn.Module()
+        model.register_parameter("w", torch.nn.Parameter(torch.zeros(n_parameters)))
+        self._model, self._exchange = model, Exchange(model)
+        self._initial = self._exchange.get()
+        with contextlib.suppress(OSError):  # this configuration's peak, not an earlier one's
+            Path("/proc/self/clear_refs").write_text("5")
+        self._times["base_mb"] = memory_mb("VmHWM")
 
     def describe(self) -> SiloDescription:
         return SiloDescription(self.name, ROWS, ("x", "y"), ("x",), ("x",), {}, ("0", "1"), {})
@@ -104,17 +127,19 @@ class SyntheticSilo(SiloWorker):
     def fit(self, ins: FitIns) -> FitRes:
         self._times["encrypt"] = 0.0
         self._staged = None  # as SiloWorker.fit: last round's update (kept for a resend) goes
+        exchange = self._ready()
         with cpu_slot():
             start = time.perf_counter()
-            if ins.global_payload is None:
-                weights = np.zeros(self._n)
-            else:
-                weights = decoded(self._require_codec(), ins.global_payload)
+            self._load_global(ins.global_payload)  # decoded piece by piece into the model
             self._times["decrypt"] = time.perf_counter() - start
-            rng = np.random.default_rng(abs(hash((self.name, ins.round))) % 2**32)
-            update = (weights + rng.normal(0.0, 0.01, self._n)).astype(np.float32)  # stands for training
-            del weights
-            hint = self._stage(update, float(ROWS), exact=False)
+            begin = exchange.get()
+            noise = torch.Generator().manual_seed(abs(hash((self.name, ins.round))) % 2**32)
+            with torch.no_grad():  # stands for training: one step, in place
+                for p in exchange.trainable():
+                    p.add_(torch.randn(p.shape, generator=noise), alpha=0.01)
+            staged = staged_update(begin, exchange.get(), ins.config, 1, None)
+            del begin
+            hint = self._stage(staged.vector, float(ROWS), exact=False)
         return FitRes(self.name, ins.round, hint, ROWS, 0.0, Evaluation(self.name, 10, 1.0, 5), 0.0)
 
     def _encode_piece(self, *args: Any, **kwargs: Any) -> SignedUpdate:
@@ -127,9 +152,8 @@ class SyntheticSilo(SiloWorker):
         return update
 
     def times(self) -> dict[str, float]:
-        """Where this silo's time went, and its process's peak resident memory so far (MB)."""
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return {**self._times, "peak_mb": peak}
+        """Where this silo's time went, and its process's peak resident memory since `configure` (MB)."""
+        return {**self._times, "peak_mb": memory_mb("VmHWM")}
 
 
 def run_config(
@@ -156,7 +180,8 @@ def run_config(
             "params": n_parameters,
             "up_bytes_per_param": record.bytes_up / count / n_parameters,
             "down_bytes_per_param": record.bytes_down / count / n_parameters,
-            "silo_peak_mb": max(t["peak_mb"] for t in times),  # a silo process's peak RSS so far
+            "silo_peak_mb": max(t["peak_mb"] for t in times),  # a silo process's peak RSS, this configuration
+            "silo_base_mb": max(t["base_mb"] for t in times),  # ... before round 1 (code, libraries, model)
             "he": he.scheme,
             "secagg": "pairwise" if secagg else "off",
             "piece_values": piece_values,  # 0: whole updates
@@ -226,7 +251,8 @@ def main() -> None:
     table = Table(title="Round cost by silos and parameters (second round of each configuration)")
     columns = ("he", "secagg", "piece values", "silos", "parameters", "round s", "aggregate s",
                "encrypt s/silo", "decrypt s/silo", "up B/param", "down B/param", "silo peak MB", "MB up",
-               "MB down", "orch. MB after set-up", "orch. peak RSS MB", "orch. peak private MB")  # fmt: skip
+               "MB down", "silo MB before round 1",
+               "orch. MB after set-up", "orch. peak RSS MB", "orch. peak private MB")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
     for r in rows:
@@ -235,7 +261,7 @@ def main() -> None:
             f"{r['parameters']:,}", f"{r['round_s']:.2f}",
             f"{r['aggregate_s']:.3f}", f"{r['encrypt_s_per_silo']:.3f}", f"{r['decrypt_s_per_silo']:.3f}",
             f"{r['up_bytes_per_param']:.2f}", f"{r['down_bytes_per_param']:.2f}", f"{r['silo_peak_mb']:.0f}",
-            f"{r['bytes_up'] / 1e6:.1f}", f"{r['bytes_down'] / 1e6:.1f}",
+            f"{r['bytes_up'] / 1e6:.1f}", f"{r['bytes_down'] / 1e6:.1f}", f"{r.get('silo_base_mb', 0):.0f}",
             f"{r['orchestrator_after_setup_mb']:.0f}", f"{r['orchestrator_peak_mb']:.0f}",
             f"{r['orchestrator_private_peak_mb']:.0f}",
         )  # fmt: skip
