@@ -19,15 +19,15 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import ray
 from rich.console import Console
 from rich.table import Table
+from timed_run import timed_federation
 
-from pipelines.federation import Federation, start_ray
+from pipelines.federation import start_ray
 from pipelines.spec import LoadedPipeline, bundled_example, parse_pipeline
 
 MODELS = {  # name: ([model] lines, local epochs)
@@ -61,35 +61,27 @@ def gpu_processes() -> list[str]:
 
 
 def federate(loaded: LoadedPipeline, rounds: int, folder: Path) -> dict[str, Any]:
-    federation = Federation(loaded, f"gpu-{time.time_ns()}", folder, resume=False)
-    try:
-        started = time.perf_counter()
-        report = federation.setup()
-        setup_s = time.perf_counter() - started
-        free_gpus = ray.available_resources().get("GPU", 0.0)
-        train, whole, processes = [], [], []
-        for r in range(1, rounds + 1):
-            record = ray.get(federation.orchestrator.run_round.remote(r))
-            train.append(max(record.train_seconds.values()))
-            whole.append(record.seconds)
-            if r == 1:
-                processes = gpu_processes()
-        final = ray.get(federation.orchestrator.evaluate.remote())
-    finally:
-        federation.stop()
-    later = slice(1, None) if rounds > 1 else slice(None)  # round 1 pays CUDA's start-up
+    seen: dict[str, Any] = {}
+
+    def watch(r: int) -> None:
+        if r == 0:  # while every silo holds its share
+            seen["free_gpus"] = ray.available_resources().get("GPU", 0.0)
+        elif r == 1:  # CUDA contexts exist once silos have trained
+            seen["processes"] = gpu_processes()
+
+    run = timed_federation(loaded, rounds, folder, "gpu", watch)
     return {
-        "devices": {r.silo: r.device for r in report.ready},
-        "gpus_per_silo": {n: p.num_gpus for n, p in federation.placement.items()},
+        "devices": {r.silo: r.device for r in run.report.ready},
+        "gpus_per_silo": {n: p.num_gpus for n, p in run.placement.items()},
         "cluster_gpus": ray.cluster_resources().get("GPU", 0.0),
-        "free_gpus_while_running": free_gpus,
-        "gpu_processes": processes,
-        "n_parameters": report.n_parameters,
-        "setup_s": setup_s,
-        "round1_s": whole[0],
-        "train_s": statistics.mean(train[later]),
-        "round_s": statistics.mean(whole[later]),
-        "accuracy": final.accuracy,
+        "free_gpus_while_running": seen["free_gpus"],
+        "gpu_processes": seen.get("processes", []),
+        "n_parameters": run.report.n_parameters,
+        "setup_s": run.setup_s,
+        "round1_s": run.records[0].seconds,
+        "train_s": statistics.mean(max(r.train_seconds.values()) for r in run.later),
+        "round_s": statistics.mean(r.seconds for r in run.later),
+        "accuracy": run.final.accuracy,
     }
 
 

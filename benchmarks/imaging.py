@@ -17,15 +17,15 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import ray
 from rich.console import Console
 from rich.table import Table
+from timed_run import timed_federation
 
-from pipelines.federation import Federation, start_ray
+from pipelines.federation import start_ray
 from pipelines.spec import LoadedPipeline, bundled_example, parse_pipeline
 from silo.task import load_task
 
@@ -60,32 +60,23 @@ lr = 0.01
 
 
 def federate(loaded: LoadedPipeline, rounds: int, folder: Path) -> dict[str, Any]:
-    federation = Federation(loaded, f"imaging-{time.time_ns()}", folder, resume=False)
-    try:
-        started = time.perf_counter()
-        report = federation.setup()
-        setup_s = time.perf_counter() - started
-        train_rows = {r.silo: r.train_rows for r in report.ready}
-        epochs = loaded.spec.training.local_epochs
-        records = [ray.get(federation.orchestrator.run_round.remote(r)) for r in range(1, rounds + 1)]
-        final = ray.get(federation.orchestrator.evaluate.remote())
-    finally:
-        federation.stop()
-    later = records[1:] or records
+    run = timed_federation(loaded, rounds, folder, "imaging")
+    epochs = loaded.spec.training.local_epochs
+    train_rows = {r.silo: r.train_rows for r in run.report.ready}
     speed = {
-        silo: statistics.mean(train_rows[silo] * epochs / r.train_seconds[silo] for r in later)
+        silo: statistics.mean(train_rows[silo] * epochs / r.train_seconds[silo] for r in run.later)
         for silo in train_rows
     }
     return {
-        "devices": sorted({r.device for r in report.ready}),
-        "n_parameters": report.n_parameters,
-        "setup_s": setup_s,
-        "round1_s": records[0].seconds,
-        "round_s": statistics.mean(r.seconds for r in later),
+        "devices": sorted({r.device for r in run.report.ready}),
+        "n_parameters": run.report.n_parameters,
+        "setup_s": run.setup_s,
+        "round1_s": run.records[0].seconds,
+        "round_s": statistics.mean(r.seconds for r in run.later),
         "images_per_s": speed,
-        "bytes_up": statistics.mean(r.bytes_up for r in later),
-        "bytes_down": statistics.mean(r.bytes_down for r in later),
-        "metrics": final.metrics,
+        "bytes_up": statistics.mean(r.bytes_up for r in run.later),
+        "bytes_down": statistics.mean(r.bytes_down for r in run.later),
+        "metrics": run.final.metrics,
     }
 
 

@@ -103,7 +103,7 @@ class SyntheticSilo(SiloWorker):
         model = torch.nn.Module()
         model.register_parameter("w", torch.nn.Parameter(torch.zeros(n_parameters)))
         self._model, self._exchange = model, Exchange(model)
-        self._initial = self._exchange.get()
+        self._initial = self._exchange.snapshot()
         with contextlib.suppress(OSError):  # this configuration's peak, not an earlier one's
             Path("/proc/self/clear_refs").write_text("5")
         self._times["base_mb"] = memory_mb("VmHWM")
@@ -132,12 +132,12 @@ class SyntheticSilo(SiloWorker):
             start = time.perf_counter()
             self._load_global(ins.global_payload)  # decoded piece by piece into the model
             self._times["decrypt"] = time.perf_counter() - start
-            begin = exchange.get()
+            begin = exchange.snapshot()
             noise = torch.Generator().manual_seed(abs(hash((self.name, ins.round))) % 2**32)
             with torch.no_grad():  # stands for training: one step, in place
                 for p in exchange.trainable():
                     p.add_(torch.randn(p.shape, generator=noise), alpha=0.01)
-            staged = staged_update(begin, exchange.get(), ins.config, 1, None)
+            staged = staged_update(begin, exchange.snapshot(), ins.config, 1, None)
             del begin
             hint = self._stage(staged.vector, float(ROWS), exact=False)
         return FitRes(self.name, ins.round, hint, ROWS, 0.0, Evaluation(self.name, 10, 1.0, 5), 0.0)

@@ -21,6 +21,9 @@ from typing import Any
 from orchestrator.records import OrchestratorState, RoundRecord
 
 STATE = "state.pkl"
+# How packed (BFV) ciphertexts are written: 2 is the compact format of 2026-12-01 (privacy/compact.py);
+# checkpoints written before it (no `wire` field: 1) hold SEAL's own serialization, which no silo reads now.
+WIRE = 2
 
 
 class CheckpointError(ValueError):
@@ -33,6 +36,7 @@ class Checkpoint:
     orchestrator: OrchestratorState
     summary: dict[str, Any]  # RunSummary.to_dict() so far
     last_record: RoundRecord | None  # re-logged on resume if MLflow never got it
+    wire: int = WIRE  # the ciphertext format its payloads are in (see WIRE)
 
 
 def run_folder(root: Path, run_id: str) -> Path:
@@ -67,4 +71,13 @@ def load(root: Path, run_id: str) -> Checkpoint:
         ) from err
     if not isinstance(checkpoint, Checkpoint) or checkpoint.run_id != run_id:
         raise CheckpointError(f"{path} is not a fedsilo checkpoint of run {run_id}")
+    wire = vars(checkpoint).get("wire", 1)  # not the class default: a file from before the field has none
+    state = checkpoint.orchestrator
+    packed = [p for p in (state.global_payload, *state.server_state) if getattr(p, "codec", "") == "packed"]
+    if wire != WIRE and packed:
+        raise CheckpointError(
+            f"{path} holds packed ciphertexts in an older format (wire {wire}; this fedsilo reads {WIRE}, "
+            f"the compact format of 2026-12-01): resume run {run_id} with the fedsilo that wrote it, "
+            'or start a new run (warm-started from a registered model: [model] from = "models:/NAME/VERSION")'
+        )
     return checkpoint

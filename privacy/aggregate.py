@@ -36,7 +36,9 @@ def check_weight(weight: float) -> None:
 def bound_hint(values: Sequence[float] | np.ndarray, weight: float = 1.0) -> float:
     """What a silo proposes as the shared quantization range for ``weight * values``: the next
     power of two at or above its largest magnitude (only the exponent is revealed)."""
-    peak = float(np.max(np.abs(np.asarray(values, dtype=np.float64)), initial=0.0)) * abs(weight)
+    array = np.asarray(values)
+    high = float(np.max(array, initial=0.0))  # max and min: no |values| copy of a large update
+    peak = max(high, -float(np.min(array, initial=0.0))) * abs(weight)
     if not np.isfinite(peak):
         raise ValueError("values are not finite")
     return float(2.0 ** np.ceil(np.log2(max(peak, 2.0**-30))))

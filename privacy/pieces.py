@@ -106,11 +106,14 @@ def join(pieces: list[Payload]) -> Payload:
     return replace(first, chunks=chunks, length=sum(piece.length for piece in pieces))
 
 
-def decode_pieces(codec: Codec, pieces: Iterable[Payload], length: int) -> np.ndarray:
+def decode_pieces(
+    codec: Codec, pieces: Iterable[Payload], length: int, dtype: np.dtype | type = np.float64
+) -> np.ndarray:
     """The finished pieces of a sum decoded one at a time into one vector of ``length`` values
     (``codec.decode(piece, offset=start)``): equal to decoding their `join`, while a decoder
-    holds one piece's bytes at a time beside the result (pieces may come from a generator)."""
-    out = np.empty(length)
+    holds one piece's bytes at a time beside the result (pieces may come from a generator).
+    ``dtype``: the result's (float32 for a float32 model: rounded as loading it would round)."""
+    out = np.empty(length, dtype=dtype)
     start, first = 0, None
     for number, piece in enumerate(pieces, start=1):
         first = first or piece

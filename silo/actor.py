@@ -202,7 +202,7 @@ class SiloWorker:
             uri = self.spec.initial_model
             self._exchange.set(fetch_task_weights(self.spec.tracking_uri, uri, self._exchange.size))
             self._warm_note = f"{uri}: as registered"
-        self._initial = self._exchange.get()
+        self._initial = self._exchange.snapshot()
         train, val = opened.rows
         self._warm_publishing()
         return SiloReady(
@@ -409,7 +409,7 @@ class SiloWorker:
         self._loss = defaults("binary" if self._pre.binary else "multiclass")["loss"]
         self._model = build_model(spec.model, self._schema.n_inputs, self._schema.n_outputs, spec.seed)
         exchange = Exchange(self._model)
-        self._initial = exchange.get()
+        self._initial = exchange.snapshot()
         if spec.initial_model is not None:
             self._warm_start(spec.initial_model, exchange)
         self._model.to(self.device)
@@ -459,9 +459,15 @@ class SiloWorker:
 
     def _load_global(self, payload: Payload | StoredPayload | None) -> None:
         """Load the global model; a SCAFFOLD payload [w ; c] also sets c."""
-        flat = self._initial if payload is None else decoded(self._require_codec(), payload)
-        weights, self._c_global = split_scaffold(flat, self._initial.size)
-        self._ready().set(weights)
+        exchange, n = self._ready(), self._initial.size
+        if payload is None:
+            flat = self._initial
+        else:  # a model: at its own precision (what loading it rounds to); SCAFFOLD's c stays float64
+            flat = decoded(
+                self._require_codec(), payload, exchange.dtype if payload.length == n else np.float64
+            )
+        weights, self._c_global = split_scaffold(flat, n)
+        exchange.set(weights)
 
     def _ready(self) -> Exchange:
         if self._exchange is None:
@@ -490,7 +496,7 @@ class SiloWorker:
             assert self._c_global is not None
             c_local = self._c_local if self._c_local is not None else np.zeros_like(self._c_global)
             control = Control(self._c_global, c_local)
-        begin = exchange.get()
+        begin = exchange.snapshot()
         if dp is None:
             params = exchange.trainable()  # first in the exchanged vector; float buffers follow
             trained = sum(p.numel() for p in params)
@@ -513,7 +519,7 @@ class SiloWorker:
                     epsilon=dp.epsilon(), noise_multiplier=sigma, budget_spent=True,
                 )  # fmt: skip
             loss = self._private_train(dp, config, round_seed, sigma)
-        weights = exchange.get()
+        weights = exchange.snapshot()
         seconds = time.perf_counter() - start
         epsilon = dp.epsilon() if dp is not None else None
         sigma_used = dp.noise_multiplier if dp is not None else None
@@ -521,6 +527,7 @@ class SiloWorker:
             # clip_norm (and SCAFFOLD's control half) after any DP noise: post-processing
             staged = staged_update(begin, weights, config, local_steps(examples, config), control)
             weights, self._c_local = staged.vector, staged.c_local
+        del begin  # a large model: staged below, nothing else held
         if not np.all(np.isfinite(weights)):
             return FitRes(
                 self.name, ins.round, examples=examples, train_loss=loss, evaluation=evaluation,

@@ -91,13 +91,32 @@ class Exchange:
     def size(self) -> int:
         return sum(t.numel() for _, t in self._tensors)
 
-    def get(self) -> np.ndarray:
-        """The exchanged tensors as one float64 vector (on the CPU)."""
-        if not self._tensors:
-            return np.zeros(0)
+    @property
+    def dtype(self) -> np.dtype:
+        """The narrowest float type that holds every exchanged value exactly: float32 unless a
+        tensor is float64 (half and bfloat16 widen exactly to float32)."""
         import torch
 
-        return torch.cat([t.detach().reshape(-1).double().cpu() for _, t in self._tensors]).numpy()
+        wide = any(t.dtype == torch.float64 for _, t in self._tensors)
+        return np.dtype(np.float64 if wide else np.float32)
+
+    def get(self, dtype: np.dtype | type = np.float64) -> np.ndarray:
+        """The exchanged tensors as one vector on the CPU (float64, or ``dtype``: `dtype` keeps
+        a copy of a float32 model at its own size), written in place: no per-tensor copies."""
+        import torch
+
+        out = np.empty(self.size, dtype=dtype)
+        target, offset = torch.from_numpy(out), 0
+        with torch.no_grad():
+            for _, t in self._tensors:
+                target[offset : offset + t.numel()].copy_(t.detach().reshape(-1))  # casts, leaves the device
+                offset += t.numel()
+        return out
+
+    def snapshot(self) -> np.ndarray:
+        """`get` at the model's own precision (`dtype`): the exact copy a silo keeps to compare
+        with after training, or stages, at half the size of float64 for a float32 model."""
+        return self.get(self.dtype)
 
     def set(self, flat: np.ndarray) -> None:
         if flat.size != self.size:
@@ -108,7 +127,7 @@ class Exchange:
         with torch.no_grad():
             for _, t in self._tensors:
                 chunk = torch.from_numpy(np.ascontiguousarray(flat[offset : offset + t.numel()]))
-                t.copy_(chunk.reshape(t.shape).to(dtype=t.dtype, device=t.device))
+                t.copy_(chunk.reshape(t.shape))  # casts to the tensor's dtype and device in one copy
                 offset += t.numel()
 
     def trainable(self) -> list[nn.Parameter]:

@@ -35,12 +35,14 @@ def fetched(payload: Payload | StoredPayload) -> Payload:
     return payload.fetched() if isinstance(payload, StoredPayload) else payload
 
 
-def decoded(codec: Codec, payload: Payload | StoredPayload) -> np.ndarray:
-    """``codec.decode`` of a payload; a stored one a piece at a time, each fetched while the one
-    before it decodes, so a silo holds one or two pieces' bytes beside the decoded vector, never
-    the whole sum's."""
+def decoded(
+    codec: Codec, payload: Payload | StoredPayload, dtype: np.dtype | type = np.float64
+) -> np.ndarray:
+    """``codec.decode`` of a payload, as ``dtype``; a stored one a piece at a time, each fetched
+    while the one before it decodes, so a silo holds one or two pieces' bytes beside the
+    decoded vector, never the whole sum's."""
     if not isinstance(payload, StoredPayload):
-        return codec.decode(payload)
+        return codec.decode(payload).astype(dtype, copy=False)
     import ray
 
     refs = list(payload.pieces)
@@ -51,7 +53,7 @@ def decoded(codec: Codec, payload: Payload | StoredPayload) -> np.ndarray:
                 ray.wait([refs[index + 1]], timeout=0, fetch_local=True)
             yield ray.get(ref)
 
-    return decode_pieces(codec, pieces(), payload.length)
+    return decode_pieces(codec, pieces(), payload.length, dtype)
 
 
 @dataclass(frozen=True)

@@ -80,9 +80,9 @@ def server_step(
 
 def split_scaffold(vector: np.ndarray, n_parameters: int) -> tuple[np.ndarray, np.ndarray]:
     """SCAFFOLD's payload [w ; c] (length 2n) as (model weights, global control variate)."""
-    vector = np.asarray(vector, dtype=np.float64)
-    if vector.size == n_parameters:  # round 1 or a plain model: no control variate yet
+    if vector.size == n_parameters:  # round 1 or a plain model: no control variate yet (zeros: no pages)
         return vector, np.zeros(n_parameters)
+    vector = np.asarray(vector, dtype=np.float64)
     if vector.size != 2 * n_parameters:
         raise ValueError(f"SCAFFOLD payload holds {vector.size} values, expected {2 * n_parameters}")
     return vector[:n_parameters], vector[n_parameters:]

@@ -14,6 +14,7 @@ print(staged_update(np.zeros(2), np.array([3.0, 4.0]), FitConfig(1, 32, 0.1, cli
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,14 +42,28 @@ class Staged:
 def staged_update(
     start: np.ndarray, end: np.ndarray, config: FitConfig, steps: int, control: Control | None
 ) -> Staged:
-    """The vector to stage after training moved the model from ``start`` to ``end``."""
-    delta = np.asarray(end, dtype=np.float64) - np.asarray(start, dtype=np.float64)
-    norm = float(np.linalg.norm(delta))
-    if config.clip_norm > 0:
-        delta = clip_to_norm(delta, config.clip_norm).values
-    weights = start + delta
+    """The vector to stage after training moved the model from ``start`` to ``end``: ``end``
+    itself unless it must be clipped (no copy of a large model: the norm is taken in blocks)."""
+    norm = distance(start, end)
+    if not math.isfinite(norm):
+        raise ValueError("update is not finite")
+    weights = end
+    if config.clip_norm > 0 and norm > config.clip_norm:
+        start = np.asarray(start, dtype=np.float64)
+        weights = start + clip_to_norm(np.asarray(end, dtype=np.float64) - start, config.clip_norm).values
     if control is None:
         return Staged(weights, None, norm)
     c_new = scaffold_control(control.c_global, control.c_local, start, weights, steps, config.lr)
     upload = control.c_global + (c_new - control.c_local)
     return Staged(np.concatenate([weights, upload]), c_new, norm)
+
+
+def distance(a: np.ndarray, b: np.ndarray, block: int = 1 << 20) -> float:
+    """||b - a||_2 in float64, a block at a time (temporaries of ``block`` values)."""
+    if a.shape != b.shape:
+        raise ValueError(f"vectors of {a.size} and {b.size} values")
+    total = 0.0
+    for i in range(0, a.size, block):
+        d = np.asarray(b[i : i + block], dtype=np.float64) - a[i : i + block]
+        total += float(d @ d)
+    return math.sqrt(total)

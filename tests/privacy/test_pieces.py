@@ -47,6 +47,8 @@ def test_the_pieces_joined_decode_to_exactly_the_whole_sum(
     expected = packed.decode(whole.result(1.0 / silos))
     assert np.array_equal(packed.decode(joined), expected)
     assert np.array_equal(decode_pieces(packed, iter(done), size), expected)  # one piece at a time
+    as_float32 = decode_pieces(packed, done, size, np.float32)  # a float32 model's, rounded as loading it
+    assert as_float32.dtype == np.float32 and np.array_equal(as_float32, expected.astype(np.float32))
     step = 8.0 / (2**15 - 1)
     assert np.max(np.abs(expected - np.mean(xs, axis=0))) <= step / 2 + 1e-12
     assert joined.nbytes == whole.result().nbytes

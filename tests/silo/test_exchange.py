@@ -45,6 +45,20 @@ def test_get_and_set_round_trip_in_manifest_order() -> None:
         a.set(values[:-1])
 
 
+def test_a_float32_model_is_kept_exactly_at_its_own_size() -> None:
+    # Prepare: a float32 model, and one with a float64 tensor
+    exchange = Exchange.of(_net())
+    wide = Exchange.of(_net().double())
+    # Execute
+    own = exchange.snapshot()
+    # Assert: half of float64's bytes, the same values; a float64 model stays float64
+    assert exchange.dtype == own.dtype == np.float32 and own.nbytes * 2 == exchange.get().nbytes
+    assert np.array_equal(own.astype(np.float64), exchange.get())
+    assert wide.dtype == np.float64 and wide.get(wide.dtype).dtype == np.float64
+    exchange.set(own)  # a float32 vector loads as any other
+    assert np.array_equal(exchange.snapshot(), own)
+
+
 def test_silos_whose_tensors_or_frozen_base_differ_are_named() -> None:
     same = Exchange.of(_net(frozen_seed=1)).manifest
     check_manifests({"a": same, "b": same})

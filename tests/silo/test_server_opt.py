@@ -11,7 +11,7 @@ from silo.messages import FitConfig
 from silo.server_opt import OptState, ServerOpt, scaffold_control, server_step, split_scaffold
 from silo.task_kinds import binary_loss
 from silo.train import local_steps, local_train
-from silo.update import Control, staged_update
+from silo.update import Control, distance, staged_update
 
 W = np.array([1.0, -2.0])
 AVG = np.array([1.5, -2.5])  # delta = [0.5, -0.5]
@@ -78,6 +78,22 @@ def test_staged_update_clips_the_delta_and_carries_c_plus_delta_c() -> None:
     c_new = -control.c_global + (start - np.array([1.3, 1.4])) / 0.2
     assert scaffold.c_local == pytest.approx(c_new)
     assert scaffold.vector == pytest.approx([1.3, 1.4, *(control.c_global + c_new)])
+
+
+def test_an_unclipped_update_is_staged_without_a_copy_and_its_norm_taken_in_blocks() -> None:
+    # Prepare: a float32 model's start and end, clipping off and on but not reached
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=10_001).astype(np.float32)
+    end = (start + rng.normal(0, 0.01, size=start.size)).astype(np.float32)
+    for clip in (0.0, 100.0):
+        # Execute
+        staged = staged_update(start, end, FitConfig(1, 8, 0.1, clip_norm=clip), 1, None)
+        # Assert
+        assert staged.vector is end
+        assert staged.norm == pytest.approx(np.linalg.norm(end.astype(np.float64) - start), rel=1e-12)
+    assert distance(start, end, block=7) == pytest.approx(staged.norm, rel=1e-12)
+    with pytest.raises(ValueError, match="not finite"):
+        staged_update(start, np.full_like(end, np.nan), FitConfig(1, 8, 0.1), 1, None)
 
 
 def test_scaffold_correction_shifts_each_sgd_step_by_lr_times_c_minus_ci() -> None:
