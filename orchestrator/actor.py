@@ -34,7 +34,7 @@ from orchestrator.records import OrchestratorState, RoundRecord, SetupReport
 from orchestrator.schema import agree
 from orchestrator.secure_sum import deal, unmask
 from orchestrator.selection import select
-from orchestrator.server_step import leader_step
+from orchestrator.server_step import Pieces, leader_step
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.strategies import Aggregator, Strategy
 from privacy.aggregate import WeightedSum, check_weight
@@ -96,7 +96,7 @@ class Orchestrator:
         self._stats: tuple[Payload, Payload] | None = None  # Enc(pass-1 sums), Enc(pass-2 sums)
         self._incarnations: dict[str, str] = {}
         self._peak_private = 0  # bytes, sampled while adding updates
-        self._server_state: tuple[Payload, ...] = ()  # Enc(m), Enc(v) of a server optimizer
+        self._server_state: tuple[Payload | StoredPayload, ...] = ()  # Enc(m), Enc(v) of a server optimizer
         self._reference: Any = None  # plaintext mode with clip_norm: the initial model
         self._task_finalize: Finalize | None = None
         self._sealing: dict[str, bytes] = {}  # silo -> X25519 public key (secure aggregation)
@@ -506,10 +506,11 @@ class Orchestrator:
             self._global = average
         else:
             step_ins = ServerStepIns(server_round, average, self._global, self._server_state, opt)
+            s = self._settings
             step = leader_step(
                 self._silos, accepted, step_ins, self._signing, self._codec,
-                self._strategy.payload_length(self._n_parameters), self._settings.round_timeout_s,
-                failure_reason,
+                self._strategy.payload_length(self._n_parameters), s.round_timeout_s, failure_reason,
+                Pieces(s.piece_values, s.piece_window) if s.piece_values > 0 and not s.secagg else None,
             )  # fmt: skip
             failures += step.failures
             if step.global_payload is None and opt is None:  # no re-encryption: the seeds stay

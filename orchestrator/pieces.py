@@ -160,11 +160,11 @@ def _one_pass(
                 sums.add(index, name, item.payload)
                 on_add()
             except RayError as err:
-                _stop(streams.pop(stream))
+                stop_stream(streams.pop(stream))
                 leave(name, failure_reason(err))
                 continue
             except (CodecError, SignatureError, ValueError) as err:  # a bad piece: refused, named
-                _stop(streams.pop(stream))
+                stop_stream(streams.pop(stream))
                 leave(name, f"update rejected: {failure_reason(err)}", True)
                 continue
             finally:
@@ -177,7 +177,7 @@ def _one_pass(
             if contributors and contributors <= weights.keys():  # the mean's factor is known
                 keep(sums.finish(contributors, 1.0 / sum(weights[c] for c in contributors)))
     for stream, name in streams.items():
-        _stop(stream)
+        stop_stream(stream)
         if not spoiled:  # the deadline passed with this silo still sending
             contributors.discard(name)
             out.late.append(name)
@@ -196,7 +196,7 @@ def _one_pass(
     return []
 
 
-def _stop(stream: Any) -> None:
+def stop_stream(stream: Any) -> None:
     """Cancel a silo's stream we no longer read (it would otherwise encrypt to the end)."""
     try:
         ray.cancel(stream)

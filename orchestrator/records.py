@@ -8,7 +8,7 @@ from orchestrator.errors import SiloFailure
 from orchestrator.metrics import GlobalEval
 from privacy.codec import Payload
 from silo.data import SiloDescription
-from silo.messages import SiloReady, StoredPayload
+from silo.messages import SiloReady, StoredPayload, fetched
 from silo.preprocess import AgreedSchema
 
 
@@ -56,10 +56,12 @@ class OrchestratorState:
     global_payload: Payload | StoredPayload | None
     public_context: bytes | None  # the HE parameters the silos' key belongs to
     key_id: str  # fingerprint of that key
-    server_state: tuple[Payload, ...] = ()  # Enc(m), Enc(v) of a server optimizer (FedAdam, ...)
+    server_state: tuple[Payload | StoredPayload, ...] = ()  # Enc(m), Enc(v) of FedAdam, FedYogi, ...
 
     def fetched(self) -> OrchestratorState:
-        """This state with the global model's bytes (a checkpoint file cannot hold object refs)."""
-        if isinstance(self.global_payload, StoredPayload):
-            return replace(self, global_payload=self.global_payload.fetched())
-        return self
+        """This state with its payloads' bytes (a checkpoint file cannot hold object refs)."""
+        return replace(
+            self,
+            global_payload=None if self.global_payload is None else fetched(self.global_payload),
+            server_state=tuple(fetched(p) for p in self.server_state),
+        )

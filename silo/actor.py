@@ -84,7 +84,7 @@ from silo.preprocess import (
     local_sums,
 )
 from silo.privacy_budget import SiloPrivacy
-from silo.server_opt import OptState, server_step, split_scaffold
+from silo.server_opt import OptState, server_step, server_vectors, split_scaffold
 from silo.task import TaskError, TaskSpec
 from silo.task_kinds import defaults
 from silo.task_run import OpenTask, open_task
@@ -572,25 +572,41 @@ class SiloWorker:
         """As the round's server-step leader: decrypt the average, the previous global model and
         the optimizer state, apply the step every silo would apply, re-encrypt and sign each."""
         codec = self._require_codec()
+        signed = [
+            self._encode_piece(codec, values, 1.0, tag, tag, bound_hint(values), exact, ())
+            for tag, values, exact in self._server_vectors(ins)
+        ]
+        return ServerStepRes(signed[0], tuple(signed[1:]))
+
+    def server_step_pieces(self, ins: ServerStepIns, piece_values: int) -> Iterator[SignedUpdate]:
+        """`server_step` a piece at a time (a Ray streaming generator, so the orchestrator never
+        holds a whole vector): each vector of `server_vectors` in ``piece_ranges(length,
+        piece_values, codec.chunk_values(exact))``, signed for ``piece_tag(tag, i, n)``."""
+        codec = self._require_codec()
+        for tag, values, exact in self._server_vectors(ins):
+            bound = bound_hint(values)  # one range for the whole vector
+            ranges = piece_ranges(values.size, piece_values, codec.chunk_values(exact))
+            for index, (a, b) in enumerate(ranges):
+                signed_for = piece_tag(tag, index, len(ranges))
+                yield self._encode_piece(codec, values[a:b], 1.0, tag, signed_for, bound, exact, (), a)
+
+    def _server_vectors(self, ins: ServerStepIns) -> list[tuple[str, np.ndarray, bool]]:
+        """(tag, values, exact) of each vector the leader sends back, in `server_vectors` order."""
+        codec = self._require_codec()
         average = decoded(codec, ins.average)
-
-        def signed(name: str, values: np.ndarray, exact: bool = True) -> SignedUpdate:
-            tag = f"round-{ins.round}/server/{name}"
-            hint = bound_hint(values)  # one vector, its own range; the 52-bit layout keeps tiny entries
-            item = encode_weighted(codec, values, 1.0, bound=hint, tag=tag, exact=exact)
-            return self._signer.sign(self.name, tag, item)
-
         if ins.opt is None:  # re-encryption only: the average, one fresh ciphertext per block
             if not np.all(np.isfinite(average)):
                 raise ValueError("the average has NaN or infinite weights")
-            return ServerStepRes(signed("global", average, exact=False), ())
-        previous = self._initial if ins.previous is None else decoded(codec, ins.previous)
-        state = OptState(*(codec.decode(p) for p in ins.state)) if ins.state else None
-        weights, new_state = server_step(ins.opt, previous, average, state)
-        if not np.all(np.isfinite(weights)):
-            raise ValueError("server step produced NaN or infinite weights (server_lr too high?)")
-        pairs = zip(ins.opt.state_names, new_state.vectors(), strict=True)
-        return ServerStepRes(signed("global", weights), tuple(signed(n, v) for n, v in pairs))
+            vectors = [average]
+        else:
+            previous = self._initial if ins.previous is None else decoded(codec, ins.previous)
+            state = OptState(*(decoded(codec, p) for p in ins.state)) if ins.state else None
+            weights, new_state = server_step(ins.opt, previous, average, state)
+            if not np.all(np.isfinite(weights)):
+                raise ValueError("server step produced NaN or infinite weights (server_lr too high?)")
+            vectors = [weights, *new_state.vectors()]
+        named = zip(server_vectors(ins.opt), vectors, strict=True)
+        return [(f"round-{ins.round}/server/{name}", v, exact) for (name, exact), v in named]
 
     def evaluate(self, payload: Payload | StoredPayload | None) -> Evaluation:
         self._load_global(payload)

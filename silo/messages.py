@@ -208,7 +208,7 @@ class ServerStepIns:
     round: int
     average: Payload | StoredPayload
     previous: Payload | StoredPayload | None
-    state: tuple[Payload, ...]
+    state: tuple[Payload | StoredPayload, ...]
     # None: re-encryption only. A packed sum carries one c1 seed per silo, which every silo
     # would regenerate to decrypt it; the leader does it once and sends one fresh ciphertext.
     opt: ServerOpt | None

@@ -78,6 +78,15 @@ def server_step(
     return weights, OptState(m, v)
 
 
+def server_vectors(opt: ServerOpt | None) -> tuple[tuple[str, bool], ...]:
+    """What the server-step leader sends back, in order, as (name, exact): the global model (at
+    the update precision when it is only re-encrypted, exact after an optimizer step), then the
+    optimizer's state. Its tags are ``round-<r>/server/<name>``; the orchestrator checks them."""
+    if opt is None:
+        return (("global", False),)
+    return (("global", True), *((name, True) for name in opt.state_names))
+
+
 def split_scaffold(vector: np.ndarray, n_parameters: int) -> tuple[np.ndarray, np.ndarray]:
     """SCAFFOLD's payload [w ; c] (length 2n) as (model weights, global control variate)."""
     if vector.size == n_parameters:  # round 1 or a plain model: no control variate yet (zeros: no pages)

@@ -95,12 +95,14 @@ async def _with_bytes(arg: Any) -> Any:
     fetched and joined: the site receives the bytes, as for any payload."""
     if isinstance(arg, StoredPayload):
         return join(list(await asyncio.gather(*arg.pieces)))
+    if isinstance(arg, tuple) and any(isinstance(item, StoredPayload) for item in arg):
+        return tuple([await _with_bytes(item) for item in arg])  # a server optimizer's state
     if dataclasses.is_dataclass(arg) and not isinstance(arg, type):
-        changes = {
-            f.name: await _with_bytes(value)
-            for f in dataclasses.fields(arg)
-            if isinstance(value := getattr(arg, f.name), StoredPayload)
-        }
+        changes = {}
+        for f in dataclasses.fields(arg):
+            value = getattr(arg, f.name)
+            if (fetched := await _with_bytes(value)) is not value:
+                changes[f.name] = fetched
         return dataclasses.replace(arg, **changes) if changes else arg
     return arg
 
