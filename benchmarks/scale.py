@@ -13,8 +13,9 @@ second reported, with where its time went, and the orchestrator's peak memory.
     .venv/bin/python benchmarks/scale.py --silos 4 --params 10000000 --he packed --pieces 0 1572864
 
 Encrypted updates above `--pieces` values stream in pieces of that many (0: whole updates).
-JSON rows carry he, secagg, piece_values, silos, params, round_s, aggregate_s, up_bytes_per_param,
-down_bytes_per_param (per silo), orchestrator_peak_mb, silo_peak_mb (a silo process's peak
+JSON rows carry he, secagg, piece_values, silos, params, round_s, aggregate_s, orchestrator_cpu_s
+and machine_cpu_s (CPU seconds of the orchestrator process and of the whole machine in round 2),
+up_bytes_per_param, down_bytes_per_param (per silo), orchestrator_peak_mb, silo_peak_mb (a silo process's peak
 resident memory in that configuration) and silo_base_mb (the same before round 1: code,
 libraries and the float32 model, whose size is 4 bytes a parameter).
 """
@@ -156,6 +157,20 @@ class SyntheticSilo(SiloWorker):
         return {**self._times, "peak_mb": memory_mb("VmHWM")}
 
 
+class MeasuredOrchestrator(Orchestrator):
+    def cpu_seconds(self) -> float:
+        """CPU time of this process, all threads (Ray's own included)."""
+        return time.process_time()
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (/proc/stat: all but idle and iowait)."""
+    with contextlib.suppress(OSError), open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+        return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def run_config(
     silos: list[Any], he: HEConfig, n_parameters: int, secagg: bool = False, piece_values: int = 0
 ) -> dict[str, Any]:
@@ -164,14 +179,17 @@ def run_config(
     settings = OrchestratorSettings(
         min_silos=len(silos), round_timeout_s=1200, he=he, secagg=secagg, piece_values=piece_values
     )
-    orchestrator = ray.remote(num_cpus=0.1)(Orchestrator).remote(handles, FedAvg(), settings)
+    orchestrator = ray.remote(num_cpus=0.1)(MeasuredOrchestrator).remote(handles, FedAvg(), settings)
     try:
         ray.get(orchestrator.setup.remote())
         baseline = ray.get(orchestrator.peak_memory_bytes.remote())["rss"]
         ray.get(orchestrator.run_round.remote(1))  # warm-up, and a global model to decrypt
+        cpu = ray.get(orchestrator.cpu_seconds.remote()), machine_cpu_seconds()
         start = time.perf_counter()
         record = ray.get(orchestrator.run_round.remote(2))
         wall = time.perf_counter() - start
+        machine_cpu = machine_cpu_seconds() - cpu[1]
+        orchestrator_cpu = ray.get(orchestrator.cpu_seconds.remote()) - cpu[0]
         times = ray.get([s.times.remote() for s in silos])
         count = len(silos)
         return {
@@ -195,6 +213,8 @@ def run_config(
             / 2**20,
             "orchestrator_private_peak_mb": memory["private"] / 2**20,
             "orchestrator_after_setup_mb": baseline / 2**20,
+            "orchestrator_cpu_s": orchestrator_cpu,  # the orchestrator process's CPU in round 2
+            "machine_cpu_s": machine_cpu,  # every process of this machine during round 2
         }
     finally:
         ray.kill(orchestrator)
@@ -240,6 +260,8 @@ def main() -> None:
                             f"params={n:>10,}: "
                             f"round {row['round_s']:.2f}s, "
                             f"aggregate {row['aggregate_s']:.2f}s, "
+                            f"orchestrator CPU {row['orchestrator_cpu_s']:.2f}s, "
+                            f"machine CPU {row['machine_cpu_s']:.1f}s, "
                             f"orchestrator peak {row['orchestrator_peak_mb']:.0f} MB "
                             f"(private {row['orchestrator_private_peak_mb']:.0f} MB)"
                         )

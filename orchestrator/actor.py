@@ -507,10 +507,11 @@ class Orchestrator:
         else:
             step_ins = ServerStepIns(server_round, average, self._global, self._server_state, opt)
             s = self._settings
+            streams = s.piece_values > 0 and self._codec.name != "off"  # plaintext vectors move whole
             step = leader_step(
                 self._silos, accepted, step_ins, self._signing, self._codec,
                 self._strategy.payload_length(self._n_parameters), s.round_timeout_s, failure_reason,
-                Pieces(s.piece_values, s.piece_window) if s.piece_values > 0 and not s.secagg else None,
+                Pieces(s.piece_values, s.piece_window) if streams else None,
             )  # fmt: skip
             failures += step.failures
             if step.global_payload is None and opt is None:  # no re-encryption: the seeds stay

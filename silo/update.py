@@ -53,6 +53,7 @@ def staged_update(
         weights = start + clip_to_norm(np.asarray(end, dtype=np.float64) - start, config.clip_norm).values
     if control is None:
         return Staged(weights, None, norm)
+    start, weights = np.asarray(start, dtype=np.float64), np.asarray(weights, dtype=np.float64)
     c_new = scaffold_control(control.c_global, control.c_local, start, weights, steps, config.lr)
     upload = control.c_global + (c_new - control.c_local)
     return Staged(np.concatenate([weights, upload]), c_new, norm)
